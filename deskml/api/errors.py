@@ -1,0 +1,118 @@
+"""Render core errors in the shape of the dialect that received the request.
+
+The dialect is decided by path, so a bad request to `/v1/...` gets an OpenAI error object,
+one to the seed's ML-backend routes gets `{success:false,error}`, and the rest Ollama's `{"error":...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from deskml.core.errors import DeskmlError
+
+log = logging.getLogger("deskml.api")
+
+Dialect = Literal["ollama", "openai", "backend"]
+
+# The seed's MLBackendService routes (and deskml's routes in the same style).
+BACKEND_PREFIXES = ("/health", "/api/llm/", "/api/vision/", "/api/audio/", "/api/images/", "/api/train", "/api/task/")
+
+
+def dialect_for_path(path: str) -> Dialect:
+    if path.startswith("/v1/") or path == "/v1":
+        return "openai"
+    if path.startswith(BACKEND_PREFIXES):
+        return "backend"
+    return "ollama"
+
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+    404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
+    429: "rate_limit_error", 501: "not_implemented_error", 503: "server_error",
+}
+
+
+def error_body(dialect: Dialect, status: int, message: str, *, code: str | None = None,
+               param: str | None = None) -> dict[str, Any]:
+    if dialect == "openai":
+        return {
+            "error": {
+                "message": message,
+                "type": _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error"),
+                "param": param,
+                "code": code,
+            }
+        }
+    if dialect == "backend":
+        return {"success": False, "error": message}
+    return {"error": message}
+
+
+def error_response(dialect: Dialect, exc: DeskmlError) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    code = exc.code
+    if dialect == "openai" and exc.status == 404 and code == "model_not_found":
+        code = "model_not_found"
+    return JSONResponse(
+        error_body(dialect, exc.status, exc.message, code=code, param=exc.param),
+        status_code=exc.status,
+        headers=headers,
+    )
+
+
+def format_validation(exc: RequestValidationError) -> str:
+    parts: list[str] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        kind = err.get("type", "")
+        if kind == "json_invalid":
+            return "invalid JSON in request body: " + str(err.get("ctx", {}).get("error", err.get("msg")))
+        if kind == "missing" and loc:
+            parts.append(f"{'.'.join(loc)} is required")
+        elif loc:
+            parts.append(f"{'.'.join(loc)}: {err.get('msg')}")
+        else:
+            parts.append(str(err.get("msg")))
+    return "; ".join(parts) or "invalid request"
+
+
+def install_handlers(app: Any) -> None:
+    @app.exception_handler(DeskmlError)
+    async def _deskml(request: Request, exc: DeskmlError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return error_response(dialect_for_path(request.url.path), exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        dialect = dialect_for_path(request.url.path)
+        message = format_validation(exc)
+        return JSONResponse(error_body(dialect, 400, message), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        dialect = dialect_for_path(request.url.path)
+        message = str(exc.detail) if exc.detail else "error"
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"{request.method} {request.url.path} not found"
+        if exc.status_code == 405:
+            message = f"method {request.method} not allowed on {request.url.path}"
+        return JSONResponse(
+            error_body(dialect, exc.status_code, message), status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        dialect = dialect_for_path(request.url.path)
+        return JSONResponse(error_body(dialect, 500, f"internal error: {type(exc).__name__}"), status_code=500)

@@ -1,0 +1,69 @@
+"""Model-management translation for the Ollama dialect: `/api/create` and `/api/show`."""
+
+from __future__ import annotations
+
+import asyncio
+
+from deskml.api.ollama import schemas as wire
+from deskml.api.ollama import translate as tr
+from deskml.core.errors import BadRequest
+from deskml.runtime import modelfile
+from deskml.runtime.create import CreateSpec, create
+from deskml.runtime.registry import Registry
+
+
+def create_spec(body: wire.CreateRequest) -> CreateSpec:
+    name = body.model or body.name
+    if not name:
+        raise BadRequest("model is required", param="model")
+    spec = CreateSpec(name=name)
+    if body.modelfile:  # older clients send the Modelfile text itself
+        parsed = modelfile.parse(body.modelfile)
+        spec.from_ = parsed.from_
+        spec.system, spec.template = parsed.system, parsed.template
+        spec.parameters, spec.messages, spec.license = parsed.parameters, parsed.messages, parsed.license
+        if parsed.adapters:
+            spec.adapters = {a: a for a in parsed.adapters}
+    spec.from_ = body.from_ or spec.from_
+    spec.files = dict(body.files or {})
+    spec.adapters = dict(body.adapters or {}) or spec.adapters
+    if body.system is not None:
+        spec.system = body.system
+    if body.template is not None:
+        spec.template = body.template
+    if body.parameters:
+        spec.parameters.update(body.parameters)
+    if body.messages:
+        spec.messages = [{"role": m.role, "content": m.content or ""} for m in body.messages]
+    if body.license:
+        spec.license = [body.license] if isinstance(body.license, str) else list(body.license)
+    spec.quantize = body.quantize
+    return spec
+
+
+async def create_model(registry: Registry, body: wire.CreateRequest) -> list[str]:
+    spec = create_spec(body)
+    # Hashing or copying a multi-GB GGUF must not block the event loop.
+    _entry, statuses = await asyncio.to_thread(create, registry, spec)
+    return statuses
+
+
+def show_model(registry: Registry, name: str, verbose: bool) -> wire.ShowResponse:
+    entry = registry.get(name)
+    manifest = entry.manifest
+    info = registry.gguf_info(entry)
+    template = manifest.template or info.chat_template or ""
+    source = manifest.parent or (manifest.model_file().path or registry.store.blob_path(entry.digest).as_posix())
+    return wire.ShowResponse(
+        license="\n".join(manifest.license) or str(info.metadata.get("general.license", "")),
+        modelfile=modelfile.render(str(source), manifest.system, manifest.template, manifest.parameters,
+                                   manifest.messages, manifest.license),
+        parameters=tr.parameters_text(manifest.parameters),
+        template=template,
+        system=manifest.system or "",
+        details=tr.details(info, manifest.parent),
+        model_info=tr.model_info(info, verbose),
+        capabilities=["completion", "tools"],
+        modified_at=tr.timestamp(manifest.modified_at),
+        messages=manifest.messages or None,
+    )

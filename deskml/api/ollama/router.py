@@ -1,0 +1,264 @@
+"""Ollama API routes: thin handlers over the inference service and the registry."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from deskml import __version__
+from deskml.api.ollama import schemas as wire
+from deskml.api.ollama import translate as tr
+from deskml.api.ollama.models import create_model, show_model
+from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_response, until_disconnected
+from deskml.core import types as core
+from deskml.core.errors import BadRequest, DeskmlError
+from deskml.runtime.inference import InferenceService
+from deskml.runtime.registry import Registry
+
+# The Ollama version deskml's API matches; clients gate features on it.
+OLLAMA_COMPAT_VERSION = "0.13.0"
+
+router = APIRouter()
+
+
+def _inference(request: Request) -> InferenceService:
+    return request.app.state.inference  # type: ignore[no-any-return]
+
+
+def _registry(request: Request) -> Registry:
+    return request.app.state.registry  # type: ignore[no-any-return]
+
+
+def _wants_stream(request: Request, value: bool | None) -> bool:
+    return request.app.state.settings.ollama_stream_default if value is None else value
+
+
+def _json(body: dict[str, Any], status: int = 200) -> Response:
+    return Response(dumps(body), status_code=status, media_type="application/json; charset=utf-8")
+
+
+def _error_line(exc: Exception) -> dict[str, Any]:
+    return {"error": exc.message if isinstance(exc, DeskmlError) else f"internal error: {type(exc).__name__}"}
+
+
+@router.get("/", include_in_schema=False)
+@router.head("/", include_in_schema=False)
+async def root() -> PlainTextResponse:
+    return PlainTextResponse("Ollama is running")
+
+
+@router.get("/api/version")
+@router.head("/api/version", include_in_schema=False)
+async def version() -> wire.VersionResponse:
+    return wire.VersionResponse(version=OLLAMA_COMPAT_VERSION, deskml=__version__)
+
+
+# inference -------------------------------------------------------------------------------------
+@router.post("/api/chat")
+async def chat(body: wire.ChatRequest, request: Request) -> Response:
+    service = _inference(request)
+    req = tr.chat_request(body)
+    stream = _wants_stream(request, body.stream)
+    if not req.messages:
+        done = await (service.unload(req.model) if req.keep_alive == 0 else service.load(req.model, req.keep_alive))
+        return _json(tr.chat_final(done.model, done))
+
+    events = service.chat(req)
+    if not stream:
+        result = core.collect(await until_disconnected(request, collect(events)))
+        return _json(tr.chat_final(result.done.model, result.done, result.text, result.thinking))
+
+    first, rest = await prime(events)
+    model_name = _registry(request).canonical(req.model)
+
+    def render(event: core.Event) -> list[dict[str, Any]]:
+        if isinstance(event, core.TextDelta | core.ThinkingDelta):
+            return [tr.chat_chunk(model_name, event)]
+        if isinstance(event, core.Done):
+            lines = []
+            if event.tool_calls:  # Ollama sends complete tool calls in one chunk before the final line
+                lines.append({"model": model_name, "created_at": tr.timestamp(), "done": False,
+                              "message": {"role": "assistant", "content": "",
+                                          "tool_calls": tr.tool_calls_wire(event.tool_calls)}})
+            lines.append(tr.chat_final(model_name, event, include_tools=False))
+            return lines
+        return []
+
+    return stream_response(ndjson_lines(first, rest, render, _error_line), "application/x-ndjson")
+
+
+@router.post("/api/generate")
+async def generate(body: wire.GenerateRequest, request: Request) -> Response:
+    service = _inference(request)
+    req = tr.generate_request(body)
+    stream = _wants_stream(request, body.stream)
+    if not req.prompt and not req.images and not req.suffix:
+        done = await (service.unload(req.model) if req.keep_alive == 0 else service.load(req.model, req.keep_alive))
+        return _json(tr.generate_final(done.model, done))
+
+    events = service.generate(req)
+    if not stream:
+        result = core.collect(await until_disconnected(request, collect(events)))
+        return _json(tr.generate_final(result.done.model, result.done, result.text, result.thinking))
+
+    first, rest = await prime(events)
+    model_name = _registry(request).canonical(req.model)
+
+    def render(event: core.Event) -> list[dict[str, Any]]:
+        if isinstance(event, core.TextDelta | core.ThinkingDelta):
+            return [tr.generate_chunk(model_name, event)]
+        if isinstance(event, core.Done):
+            return [tr.generate_final(model_name, event)]
+        return []
+
+    return stream_response(ndjson_lines(first, rest, render, _error_line), "application/x-ndjson")
+
+
+@router.post("/api/embed")
+async def embed(body: wire.EmbedRequest, request: Request) -> Response:
+    tr.log_extras(body)
+    _sampling, num_ctx = tr._options(body.options)
+    req = core.EmbedRequest(
+        model=body.model, inputs=tr.embed_inputs(body.input), truncate=body.truncate is not False,
+        dimensions=body.dimensions, keep_alive=tr.keep_alive(body.keep_alive), num_ctx=num_ctx,
+    )
+    result = await until_disconnected(request, _inference(request).embed(req))
+    return _json({
+        "model": result.model,
+        "embeddings": result.embeddings,
+        "total_duration": result.timings.total_ns,
+        "load_duration": result.timings.load_ns,
+        "prompt_eval_count": result.prompt_tokens,
+    })
+
+
+@router.post("/api/embeddings")
+async def embeddings(body: wire.EmbeddingsRequest, request: Request) -> Response:
+    tr.log_extras(body)
+    inputs = [body.prompt] if body.prompt else []
+    req = core.EmbedRequest(model=body.model, inputs=inputs, keep_alive=tr.keep_alive(body.keep_alive))
+    result = await until_disconnected(request, _inference(request).embed(req))
+    return _json({"embedding": result.embeddings[0] if result.embeddings else []})
+
+
+# models ----------------------------------------------------------------------------------------
+@router.get("/api/tags")
+@router.head("/api/tags", include_in_schema=False)
+async def tags(request: Request) -> wire.ListResponse:
+    registry = _registry(request)
+    models = []
+    for entry in registry.list():
+        info = _safe_info(registry, entry)
+        models.append(wire.ListModel(
+            name=entry.name, model=entry.name, modified_at=tr.timestamp(entry.modified_at), size=entry.size,
+            digest=tr.short_digest(entry.digest), details=tr.details(info, entry.manifest.parent),
+        ))
+    return wire.ListResponse(models=models)
+
+
+@router.get("/api/ps")
+async def ps(request: Request) -> wire.ProcessResponse:
+    registry = _registry(request)
+    models = []
+    for loaded in request.app.state.manager.loaded():
+        entry = loaded.entry
+        models.append(wire.ProcessModel(
+            name=entry.name, model=entry.name, size=loaded.size_bytes, digest=tr.short_digest(entry.digest),
+            details=tr.details(_safe_info(registry, entry), entry.manifest.parent),
+            expires_at=tr.timestamp(loaded.expires_datetime()), size_vram=0, context_length=loaded.num_ctx,
+            slots=loaded.scheduler.slots, running=loaded.scheduler.running, queued=loaded.scheduler.queued,
+            kind=loaded.kind,
+        ))
+    return wire.ProcessResponse(models=models)
+
+
+@router.post("/api/show")
+async def show(body: wire.ModelRequest, request: Request) -> Response:
+    name = body.target()
+    if not name:
+        raise BadRequest("model is required", param="model")
+    return _json(show_model(_registry(request), name, bool(body.verbose)).model_dump())
+
+
+@router.post("/api/copy")
+async def copy(body: wire.CopyRequest, request: Request) -> Response:
+    _registry(request).copy(body.source, body.destination)
+    return Response(status_code=200)
+
+
+@router.delete("/api/delete")
+async def delete(body: wire.ModelRequest, request: Request) -> Response:
+    name = body.target()
+    if not name:
+        raise BadRequest("model is required", param="model")
+    registry = _registry(request)
+    entry = registry.get(name)
+    await request.app.state.manager.unload(entry.name)
+    registry.delete(entry.name)
+    return Response(status_code=200)
+
+
+@router.post("/api/create")
+async def create(body: wire.CreateRequest, request: Request) -> Response:
+    stream = _wants_stream(request, body.stream)
+    statuses = await create_model(_registry(request), body)
+    if not stream:
+        return _json({"status": "success"})
+
+    async def lines() -> AsyncIterator[str]:
+        for status in statuses:
+            yield dumps({"status": status}) + "\n"
+        yield dumps({"status": "success"}) + "\n"
+
+    return stream_response(lines(), "application/x-ndjson")
+
+
+@router.head("/api/blobs/{digest}")
+async def blob_exists(digest: str, request: Request) -> Response:
+    return Response(status_code=200 if _registry(request).store.has_blob(digest) else 404)
+
+
+@router.post("/api/blobs/{digest}", status_code=201)
+async def blob_upload(digest: str, request: Request) -> Response:
+    store = _registry(request).store
+    if not store.has_blob(digest):
+        await store.add_stream(digest, request.stream())
+    return Response(status_code=201)
+
+
+@router.post("/api/pull")
+async def pull(body: wire.ModelRequest, request: Request) -> Response:
+    """Pulling a model that is already here succeeds at once, as with Ollama."""
+    name = body.target()
+    if not name:
+        raise BadRequest("model is required", param="model")
+    registry = _registry(request)
+    entry = registry.get(name)
+    statuses = [{"status": "pulling manifest"},
+                {"status": f"pulling {tr.short_digest(entry.digest)[:12]}", "digest": entry.digest,
+                 "total": entry.size, "completed": entry.size},
+                {"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
+    if not _wants_stream(request, body.stream):
+        return _json({"status": "success"})
+
+    async def lines() -> AsyncIterator[str]:
+        for status in statuses:
+            yield dumps(status) + "\n"
+
+    return stream_response(lines(), "application/x-ndjson")
+
+
+@router.post("/api/push")
+async def push() -> JSONResponse:
+    return JSONResponse({"error": "push is not supported by deskml: models stay on this machine"}, status_code=501)
+
+
+def _safe_info(registry: Registry, entry: Any) -> Any:
+    try:
+        return registry.gguf_info(entry)
+    except (OSError, ValueError):
+        return None
+

@@ -1,0 +1,256 @@
+"""Pure translation between Ollama wire types and deskml's core types (no I/O)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel
+
+from deskml.api.ollama import schemas as wire
+from deskml.core import types as core
+from deskml.core.durations import parse_keep_alive
+from deskml.core.errors import BadRequest
+from deskml.runtime.gguf import GGUFInfo
+from deskml.runtime.inference import split_options
+
+log = logging.getLogger("deskml.api.ollama")
+
+
+def timestamp(when: datetime | None = None) -> str:
+    """RFC 3339 in UTC with a Z, as Go's time.Time marshals."""
+    value = (when or datetime.now(UTC)).astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%f") + "Z"
+
+
+def log_extras(request: BaseModel) -> None:
+    if request.model_extra:
+        log.debug("ignoring unknown fields: %s", ", ".join(sorted(request.model_extra)))
+
+
+def keep_alive(value: wire.KeepAlive) -> float | None:
+    return None if value is None else parse_keep_alive(value)
+
+
+def response_format(value: wire.Format) -> core.ResponseFormat | None:
+    if value is None or value == "":
+        return None
+    if value == "json":
+        return core.ResponseFormat(kind="json")
+    if isinstance(value, dict):
+        check_json_schema(value)
+        return core.ResponseFormat(kind="json_schema", schema=value)
+    raise BadRequest(f"invalid format {value!r}: use \"json\" or a JSON schema object", param="format")
+
+
+def check_json_schema(schema: dict[str, Any]) -> None:
+    """Reject a schema that is not valid JSON Schema before it reaches the grammar compiler."""
+    try:
+        import jsonschema
+    except ImportError:  # pragma: no cover - jsonschema ships with the server
+        return
+    try:
+        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise BadRequest(f"invalid JSON schema: {exc.message}", param="format") from None
+
+
+def images(values: list[str] | None) -> list[bytes]:
+    decoded: list[bytes] = []
+    for index, value in enumerate(values or []):
+        data = value.split(",", 1)[1] if value.startswith("data:") else value
+        try:
+            decoded.append(base64.b64decode(data, validate=True))
+        except (binascii.Error, ValueError):
+            raise BadRequest(f"images[{index}] is not valid base64") from None
+    return decoded
+
+
+def _options(options: dict[str, Any] | None) -> tuple[core.SamplingOptions, int | None]:
+    sampling, num_ctx, _ignored = split_options(options or {})
+    return sampling, num_ctx
+
+
+def _tool_call(call: wire.ToolCallWire, index: int) -> core.ToolCall:
+    args = call.function.arguments
+    text = args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+    return core.ToolCall(id=call.id or f"call_{index}", name=call.function.name, arguments=text)
+
+
+_ROLES = {"system", "user", "assistant", "tool"}
+
+
+def message(value: wire.Message, index: int) -> core.ChatMessage:
+    if value.role not in _ROLES:
+        raise BadRequest(f"messages[{index}].role must be one of system, user, assistant, tool")
+    return core.ChatMessage(
+        role=value.role,  # type: ignore[arg-type]
+        content=value.content or "",
+        images=images(value.images),
+        tool_calls=[_tool_call(c, i) for i, c in enumerate(value.tool_calls or [])],
+        tool_call_id=value.tool_call_id,
+        name=value.tool_name,
+        thinking=value.thinking,
+    )
+
+
+def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
+    log_extras(req)
+    sampling, num_ctx = _options(req.options)
+    tools = [
+        core.Tool(
+            name=t.function.name,
+            description=t.function.description or "",
+            parameters=t.function.parameters or {"type": "object", "properties": {}},
+        )
+        for t in req.tools or []
+    ]
+    return core.ChatRequest(
+        model=req.model,
+        messages=[message(m, i) for i, m in enumerate(req.messages or [])],
+        options=sampling,
+        num_ctx=num_ctx,
+        format=response_format(req.format),
+        keep_alive=keep_alive(req.keep_alive),
+        truncate=bool(req.truncate),
+        tools=tools,
+        logprobs=bool(req.logprobs),
+        top_logprobs=req.top_logprobs or 0,
+    )
+
+
+def generate_request(req: wire.GenerateRequest) -> core.GenerateRequest:
+    log_extras(req)
+    sampling, num_ctx = _options(req.options)
+    return core.GenerateRequest(
+        model=req.model,
+        prompt=req.prompt or "",
+        suffix=req.suffix,
+        system=req.system,
+        template=req.template,
+        raw=bool(req.raw),
+        images=images(req.images),
+        options=sampling,
+        num_ctx=num_ctx,
+        format=response_format(req.format),
+        keep_alive=keep_alive(req.keep_alive),
+        truncate=bool(req.truncate),
+        logprobs=bool(req.logprobs),
+        top_logprobs=req.top_logprobs or 0,
+    )
+
+
+def embed_inputs(value: str | list[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+# responses -------------------------------------------------------------------------------------
+def timing_fields(done: core.Done) -> dict[str, Any]:
+    t = done.timings
+    return {
+        "total_duration": t.total_ns,
+        "load_duration": t.load_ns,
+        "prompt_eval_count": t.prompt_eval_count,
+        "prompt_eval_duration": t.prompt_eval_ns,
+        "eval_count": t.eval_count,
+        "eval_duration": t.eval_ns,
+    }
+
+
+def tool_calls_wire(calls: list[core.ToolCall]) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments_object()}}
+        for i, c in enumerate(calls)
+    ]
+
+
+def chat_chunk(model: str, event: core.TextDelta | core.ThinkingDelta) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": ""}
+    if isinstance(event, core.ThinkingDelta):
+        msg["thinking"] = event.text
+    else:
+        msg["content"] = event.text
+    return {"model": model, "created_at": timestamp(), "message": msg, "done": False}
+
+
+def chat_final(model: str, done: core.Done, content: str = "", thinking: str = "",
+               include_tools: bool = True) -> dict[str, Any]:
+    msg: dict[str, Any] = {"role": "assistant", "content": content}
+    if thinking:
+        msg["thinking"] = thinking
+    if include_tools and done.tool_calls:
+        msg["tool_calls"] = tool_calls_wire(done.tool_calls)
+    body: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": msg, "done": True,
+                            "done_reason": ollama_reason(done.reason)}
+    body.update(timing_fields(done))
+    return body
+
+
+def generate_chunk(model: str, event: core.TextDelta | core.ThinkingDelta) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": "", "done": False}
+    if isinstance(event, core.ThinkingDelta):
+        body["thinking"] = event.text
+    else:
+        body["response"] = event.text
+    return body
+
+
+def generate_final(model: str, done: core.Done, response: str = "", thinking: str = "") -> dict[str, Any]:
+    body: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": response, "done": True,
+                            "done_reason": ollama_reason(done.reason)}
+    if thinking:
+        body["thinking"] = thinking
+    body.update(timing_fields(done))
+    return body
+
+
+def ollama_reason(reason: str) -> str:
+    # Ollama reports "stop" when a reply ends in tool calls.
+    return "stop" if reason == "tool_calls" else reason
+
+
+def details(info: GGUFInfo | None, parent: str | None = None) -> wire.ModelDetails:
+    if info is None:
+        return wire.ModelDetails(parent_model=parent or "")
+    family = info.architecture
+    return wire.ModelDetails(
+        parent_model=parent or "",
+        format="gguf",
+        family=family,
+        families=[family] if family else None,
+        parameter_size=info.parameter_size,
+        quantization_level=info.quantization,
+    )
+
+
+def model_info(info: GGUFInfo, verbose: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in info.metadata.items():
+        if key == "tokenizer.chat_template":
+            continue  # shown as `template`
+        if key.startswith("tokenizer.") and (value is None or isinstance(value, list)) and not verbose:
+            out[key] = None
+        else:
+            out[key] = value
+    out["general.parameter_count"] = info.parameter_count
+    return out
+
+
+def parameters_text(parameters: dict[str, Any]) -> str:
+    lines: list[str] = []
+    for name, value in parameters.items():
+        for item in value if isinstance(value, list) else [value]:
+            rendered = json.dumps(item, ensure_ascii=False) if isinstance(item, str) else str(item)
+            lines.append(f"{name:<30} {rendered}")
+    return "\n".join(lines)
+
+
+def short_digest(digest: str) -> str:
+    return digest.split(":", 1)[-1]

@@ -1,0 +1,104 @@
+"""Streaming helpers shared by the dialects: prime a stream so early errors get a real status,
+stop work when the client goes away, and encode NDJSON/SSE."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from fastapi import Request
+from starlette.responses import StreamingResponse
+
+from deskml.core.errors import DeskmlError
+
+T = TypeVar("T")
+
+
+class ClientGone(Exception):
+    """The client disconnected before the reply was ready."""
+
+
+def dumps(value: Any) -> str:
+    # ensure_ascii=False: Cyrillic and emoji travel as UTF-8, not \\u escapes (the seed's problem 6)
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+async def _wait_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`, cancelling it (which frees its slot) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    raise ClientGone()
+
+
+async def collect(events: AsyncIterator[T]) -> list[T]:
+    async with contextlib.aclosing(events):  # type: ignore[type-var]
+        return [event async for event in events]
+
+
+async def prime(events: AsyncIterator[T]) -> tuple[T | None, AsyncIterator[T]]:
+    """Take the first item now, so errors before the first token become an HTTP status."""
+    try:
+        first = await anext(events)
+    except StopAsyncIteration:
+        return None, events
+    except BaseException:
+        with contextlib.suppress(BaseException):
+            await events.aclose()  # type: ignore[attr-defined]
+        raise
+    return first, events
+
+
+def stream_response(
+    lines: AsyncIterator[str], media_type: str, headers: dict[str, str] | None = None
+) -> StreamingResponse:
+    async def body() -> AsyncIterator[bytes]:
+        async with contextlib.aclosing(lines):  # type: ignore[type-var]
+            async for line in lines:
+                yield line.encode("utf-8")
+
+    return StreamingResponse(body(), media_type=media_type, headers=headers)
+
+
+async def ndjson_lines(
+    first: T | None,
+    rest: AsyncIterator[T],
+    render: Callable[[T], list[dict[str, Any]]],
+    on_error: Callable[[DeskmlError | Exception], dict[str, Any]],
+) -> AsyncIterator[str]:
+    """Render a primed event stream as NDJSON; an error mid-stream becomes one final error line."""
+    try:
+        if first is not None:
+            for item in render(first):
+                yield dumps(item) + "\n"
+        async for event in rest:
+            for item in render(event):
+                yield dumps(item) + "\n"
+    except DeskmlError as exc:
+        yield dumps(on_error(exc)) + "\n"
+    except Exception as exc:  # engine fault after the headers went out: tell the client, don't hang
+        yield dumps(on_error(exc)) + "\n"
+    finally:
+        with contextlib.suppress(BaseException):
+            await rest.aclose()  # type: ignore[attr-defined]

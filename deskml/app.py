@@ -1,0 +1,63 @@
+"""The app factory: everything is built in the lifespan and kept on `app.state`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from deskml import __version__
+from deskml.api.errors import install_handlers
+from deskml.api.middleware import JsonBodyDefault
+from deskml.api.ollama.router import router as ollama_router
+from deskml.runtime.inference import InferenceService
+from deskml.runtime.lifecycle import ModelManager
+from deskml.runtime.registry import Registry
+from deskml.runtime.store import ModelStore
+from deskml.settings import Settings
+
+log = logging.getLogger("deskml")
+
+# Browsers on this machine and app shells (Tauri, Capacitor, Electron's app://, file://).
+_LOCAL_ORIGIN_REGEX = r"^(https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?|app://.*|file://.*|tauri://.*|capacitor://.*)$"
+
+
+def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        store = ModelStore(settings.models_dir)
+        registry = Registry(store)
+        manager = ModelManager(settings, registry)
+        app.state.settings = settings
+        app.state.registry = registry
+        app.state.manager = manager
+        app.state.inference = InferenceService(settings, registry, manager)
+        manager.start()
+        if settings.preload:
+            await manager.ensure_loaded(settings.default_model)
+        if on_ready is not None:
+            on_ready(app)
+        try:
+            yield
+        finally:
+            await manager.close()
+
+    app = FastAPI(title="deskml", version=__version__, lifespan=lifespan)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.origins,
+        allow_origin_regex=_LOCAL_ORIGIN_REGEX,
+        allow_methods=["*"],
+        allow_headers=["*"],
+        expose_headers=["Retry-After", "X-Request-Id"],
+    )
+    app.add_middleware(JsonBodyDefault)
+    install_handlers(app)
+    app.include_router(ollama_router)
+    return app

@@ -1,0 +1,90 @@
+"""Typed errors shared by every layer; each dialect renders them in its own shape.
+
+The `status` is the HTTP status; `code` is a short machine-readable name that the OpenAI
+dialect reports as `type`/`code`.
+"""
+
+from __future__ import annotations
+
+
+class DeskmlError(Exception):
+    status: int = 500
+    code: str = "server_error"
+
+    def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+
+
+class BadRequest(DeskmlError):
+    status = 400
+    code = "invalid_request_error"
+
+
+class ContextOverflow(BadRequest):
+    code = "context_length_exceeded"
+
+
+class Unauthorized(DeskmlError):
+    status = 401
+    code = "authentication_error"
+
+
+class Forbidden(DeskmlError):
+    status = 403
+    code = "permission_error"
+
+
+class NotFound(DeskmlError):
+    status = 404
+    code = "not_found_error"
+
+
+class ModelNotFound(NotFound):
+    code = "model_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"model '{name}' not found", param="model")
+        self.name = name
+
+
+class Conflict(DeskmlError):
+    status = 409
+    code = "conflict_error"
+
+
+class PayloadTooLarge(DeskmlError):
+    status = 413
+    code = "payload_too_large"
+
+
+class RateLimited(DeskmlError):
+    status = 429
+    code = "rate_limit_exceeded"
+
+
+class NotImplementedFeature(DeskmlError):
+    """A feature that needs an optional extra or that this model cannot do (HTTP 501)."""
+
+    status = 501
+    code = "not_implemented"
+
+
+class Busy(DeskmlError):
+    status = 503
+    code = "server_busy"
+
+    def __init__(self, message: str = "server busy", *, retry_after: float = 1.0) -> None:
+        super().__init__(message, retry_after=retry_after)
+
+
+class EngineError(DeskmlError):
+    status = 500
+    code = "engine_error"
+
+
+class ModelLoadError(DeskmlError):
+    status = 500
+    code = "model_load_error"

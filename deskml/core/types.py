@@ -1,0 +1,219 @@
+"""Internal request, event and result types shared by every dialect.
+
+Dialects translate their wire types to these and back; the runtime and engines only see these.
+Engines are stream-first: they yield `Event`s, and a non-streaming reply is the same stream collected.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SamplingOptions(BaseModel):
+    """Per-request sampling. None means "use the model's parameter, else the server default"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    typical_p: float | None = None
+    repeat_penalty: float | None = None
+    repeat_last_n: int | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    seed: int | None = None
+    num_predict: int | None = None
+    stop: list[str] | None = None
+    num_keep: int | None = None
+    mirostat: int | None = None
+    mirostat_tau: float | None = None
+    mirostat_eta: float | None = None
+    logit_bias: dict[int, float] | None = None
+
+    def merged_over(self, base: SamplingOptions) -> SamplingOptions:
+        """Fields set here win; unset ones fall back to `base`."""
+        data = base.model_dump(exclude_none=True)
+        data.update(self.model_dump(exclude_none=True))
+        return SamplingOptions(**data)
+
+
+class ToolCall(BaseModel):
+    id: str = ""
+    name: str
+    arguments: str = "{}"  # JSON text, as the engine produced it
+
+    def arguments_object(self) -> dict[str, Any]:
+        try:
+            value = json.loads(self.arguments or "{}")
+        except json.JSONDecodeError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str = ""
+    images: list[bytes] = Field(default_factory=list)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    tool_call_id: str | None = None
+    name: str | None = None  # tool name for role=tool
+    thinking: str | None = None
+
+
+class Tool(BaseModel):
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolChoice(BaseModel):
+    mode: Literal["auto", "none", "required", "function"] = "auto"
+    name: str | None = None
+
+
+class ResponseFormat(BaseModel):
+    """Structured output: any JSON object, or JSON valid against `schema`."""
+
+    kind: Literal["json", "json_schema"]
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class InferenceCommon(BaseModel):
+    model: str
+    options: SamplingOptions = Field(default_factory=SamplingOptions)
+    num_ctx: int | None = None
+    format: ResponseFormat | None = None
+    keep_alive: float | None = None  # seconds; None = server default; <0 forever; 0 unload after
+    truncate: bool = False
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class ChatRequest(InferenceCommon):
+    messages: list[ChatMessage]
+    tools: list[Tool] = Field(default_factory=list)
+    tool_choice: ToolChoice = Field(default_factory=ToolChoice)
+    parallel_tool_calls: bool = True
+
+
+class GenerateRequest(InferenceCommon):
+    """Single-prompt generation. With `raw` the prompt goes to the model as is; otherwise it is
+    wrapped by the model's chat template (or `template`) with `system`."""
+
+    prompt: str
+    suffix: str | None = None
+    system: str | None = None
+    template: str | None = None
+    raw: bool = False
+    images: list[bytes] = Field(default_factory=list)
+
+
+class EmbedRequest(BaseModel):
+    model: str
+    inputs: list[str]
+    truncate: bool = True
+    dimensions: int | None = None
+    keep_alive: float | None = None
+    num_ctx: int | None = None
+
+
+class Timings(BaseModel):
+    """Durations in nanoseconds, as Ollama reports them."""
+
+    total_ns: int = 0
+    load_ns: int = 0
+    queue_ns: int = 0
+    prompt_eval_count: int = 0
+    prompt_eval_ns: int = 0
+    cached_tokens: int = 0
+    eval_count: int = 0
+    eval_ns: int = 0
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.prompt_eval_count + self.cached_tokens
+
+
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top: list[tuple[str, float]] = Field(default_factory=list)
+
+
+class TextDelta(BaseModel):
+    kind: Literal["text"] = "text"
+    text: str
+    logprobs: list[TokenLogprob] = Field(default_factory=list)
+
+
+class ThinkingDelta(BaseModel):
+    kind: Literal["thinking"] = "thinking"
+    text: str
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a tool call being streamed: the first piece carries id and name."""
+
+    kind: Literal["tool_call"] = "tool_call"
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+DoneReason = Literal["stop", "length", "tool_calls", "load", "unload", "cancelled", "error"]
+
+
+class Done(BaseModel):
+    kind: Literal["done"] = "done"
+    reason: DoneReason = "stop"
+    timings: Timings = Field(default_factory=Timings)
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    model: str = ""
+
+
+Event = Annotated[TextDelta | ThinkingDelta | ToolCallDelta | Done, Field(discriminator="kind")]
+
+
+class GenerationResult(BaseModel):
+    """A whole reply, collected from the event stream."""
+
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] = Field(default_factory=list)
+    done: Done = Field(default_factory=Done)
+
+
+class EmbedResult(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    prompt_tokens: int = 0
+    timings: Timings = Field(default_factory=Timings)
+
+
+def collect(events: list[TextDelta | ThinkingDelta | ToolCallDelta | Done]) -> GenerationResult:
+    """Fold a finished event list into a result (the non-streaming reply)."""
+    result = GenerationResult()
+    text: list[str] = []
+    thinking: list[str] = []
+    for event in events:
+        if isinstance(event, TextDelta):
+            text.append(event.text)
+            result.logprobs.extend(event.logprobs)
+        elif isinstance(event, ThinkingDelta):
+            thinking.append(event.text)
+        elif isinstance(event, Done):
+            result.done = event
+            result.tool_calls = list(event.tool_calls)
+    result.text = "".join(text)
+    result.thinking = "".join(thinking)
+    return result

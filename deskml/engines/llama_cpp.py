@@ -1,0 +1,329 @@
+"""GGUF chat, completion and embeddings on llama.cpp's server core (the `xllamacpp` wheel).
+
+One `LlamaCppModel` is one loaded llama.cpp server context: N slots sharing a unified KV cache,
+continuous batching and chunked prefill done by llama.cpp itself. A request runs in a worker
+thread (the call blocks with the GIL released); its streamed chunks cross to the event loop
+through a queue. Returning True from the chunk callback tells llama.cpp to cancel the task, which
+is how a client disconnect frees its slot at the next decoded token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import secrets
+import signal
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from deskml.core.errors import BadRequest, ContextOverflow, EngineError, ModelLoadError
+from deskml.core.types import (
+    ChatMessage,
+    Done,
+    Event,
+    SamplingOptions,
+    TextDelta,
+    ThinkingDelta,
+    Timings,
+    TokenLogprob,
+    ToolCall,
+    ToolCallDelta,
+)
+
+log = logging.getLogger("deskml.engines.llama_cpp")
+
+_END = object()
+
+
+@dataclass
+class LlamaLoadConfig:
+    path: Path
+    num_ctx: int  # context per request (slot)
+    num_parallel: int
+    threads: int = 0
+    embedding: bool = False
+    chat_template: str | None = None  # a Jinja template overriding the GGUF's own
+    engine_log: bool = False
+    batch: int = 512
+
+
+def _restore_python_signal_handlers() -> None:
+    """llama.cpp's server init installs its own SIGINT/SIGTERM handlers; put Python's back so
+    Ctrl-C and SIGTERM still reach uvicorn's graceful shutdown. Only the main thread may do this."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            handler = signal.getsignal(sig)
+            if handler is not None:
+                signal.signal(sig, handler)
+
+
+class LlamaCppModel:
+    def __init__(self, config: LlamaLoadConfig) -> None:
+        self.config = config
+        self._server: Any = None
+        # One thread per request in flight: slots + queued requests never exceed this because
+        # the scheduler admits at most `num_parallel` at a time.
+        self._executor = ThreadPoolExecutor(
+            max_workers=max(4, config.num_parallel * 2), thread_name_prefix="llama"
+        )
+        self.load_seconds = 0.0
+
+    # lifecycle ---------------------------------------------------------------------------
+    def load(self) -> None:
+        """Blocking: create the llama.cpp context (call from a worker thread)."""
+        try:
+            import xllamacpp
+        except ImportError as exc:  # pragma: no cover - xllamacpp is a core dependency
+            raise ModelLoadError(f"xllamacpp is not installed: {exc}") from exc
+        cfg = self.config
+        params = xllamacpp.CommonParams()
+        params.model.path = str(cfg.path)
+        params.n_parallel = cfg.num_parallel
+        params.n_ctx = cfg.num_ctx * cfg.num_parallel
+        # Generation: a split KV cache, so every slot owns exactly num_ctx tokens (Ollama's limit
+        # per request), and concurrent replies at temperature 0 equal the same requests run alone.
+        # Embeddings: llama.cpp pools several inputs of one batch wrongly with a split cache
+        # (measured: 0.24 max abs error), so embedding contexts use the unified one.
+        params.kv_unified = cfg.embedding
+        params.n_batch = cfg.batch
+        params.n_ubatch = cfg.batch
+        params.cache_ram_mib = 0  # host-RAM prompt cache off: slot caches already cover reuse
+        params.use_jinja = True
+        params.warmup = True
+        params.n_threads_http = 1
+        # xllamacpp also opens llama.cpp's HTTP listener on a random loopback port; a secret key
+        # that nobody learns makes that port useless to other local users.
+        params.api_keys = [secrets.token_urlsafe(32)]
+        params.verbosity = 1 if cfg.engine_log else -1
+        if cfg.threads > 0:
+            params.cpuparams.n_threads = cfg.threads
+            params.cpuparams_batch.n_threads = cfg.threads
+        if cfg.chat_template:
+            params.chat_template = cfg.chat_template
+        if cfg.embedding:
+            params.embedding = True
+            params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
+        started = time.perf_counter()
+        try:
+            self._server = xllamacpp.Server(params)
+        except Exception as exc:
+            raise ModelLoadError(f"llama.cpp could not load {cfg.path.name}: {exc}") from exc
+        self.load_seconds = time.perf_counter() - started
+
+    def after_load_on_loop(self) -> None:
+        _restore_python_signal_handlers()
+
+    def close(self) -> None:
+        """Blocking: free the context. Callers make sure no request is in flight."""
+        server, self._server = self._server, None
+        del server
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def loaded(self) -> bool:
+        return self._server is not None
+
+    # requests ----------------------------------------------------------------------------
+    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield llama.cpp's OpenAI-style chunks for `endpoint` ('chat' or 'completion')."""
+        server = self._server
+        if server is None:
+            raise EngineError("model is not loaded")
+        call: Callable[..., Any] = (
+            server.handle_chat_completions if endpoint == "chat" else server.handle_completions
+        )
+        body = {**body, "stream": True}
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def on_chunk(chunk: Any) -> bool:
+            loop.call_soon_threadsafe(queue.put_nowait, chunk)
+            return cancel.is_set()
+
+        def run() -> None:
+            try:
+                call(body, on_chunk)
+            except Exception as exc:
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        future = loop.run_in_executor(self._executor, run)
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, Exception):
+                    raise _engine_error(str(item))
+                if isinstance(item, dict) and "error" in item:
+                    raise _error_from_llama(item["error"])
+                yield item
+        finally:
+            cancel.set()
+            # Let the worker see the cancel flag and return before the slot is reused.
+            with contextlib.suppress(Exception):
+                await asyncio.shield(future)
+
+    async def embed(self, inputs: list[str]) -> dict[str, Any]:
+        server = self._server
+        if server is None:
+            raise EngineError("model is not loaded")
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(
+            self._executor, lambda: server.handle_embeddings({"input": inputs, "encoding_format": "float"})
+        )
+        if isinstance(result, dict) and "error" in result:
+            raise _error_from_llama(result["error"])
+        return result
+
+
+def _engine_error(message: str) -> Exception:
+    lowered = message.lower()
+    if "json schema" in lowered or "grammar" in lowered or "parser" in lowered or "invalid" in lowered:
+        return BadRequest(message)
+    return EngineError(message)
+
+
+def _error_from_llama(error: Any) -> Exception:
+    if not isinstance(error, dict):
+        return EngineError(str(error))
+    message = str(error.get("message", "engine error"))
+    kind = error.get("type", "")
+    if kind == "exceed_context_size_error":
+        return ContextOverflow(
+            f"the input is {error.get('n_prompt_tokens')} tokens, more than the context length "
+            f"of {error.get('n_ctx')} tokens; shorten it, raise num_ctx, or set truncate"
+        )
+    if kind == "invalid_request_error" or error.get("code") == 400:
+        return BadRequest(message)
+    return EngineError(message)
+
+
+# translation: core types <-> llama.cpp request/response bodies -------------------------------
+def sampling_body(options: SamplingOptions) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    mapping = {
+        "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
+        "typical_p": "typical_p", "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n",
+        "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
+        "seed": "seed", "num_keep": "n_keep", "mirostat": "mirostat", "mirostat_tau": "mirostat_tau",
+        "mirostat_eta": "mirostat_eta",
+    }
+    for ours, theirs in mapping.items():
+        value = getattr(options, ours)
+        if value is not None:
+            body[theirs] = value
+    if options.num_predict is not None:
+        body["max_tokens"] = options.num_predict if options.num_predict >= 0 else -1
+    if options.stop:
+        body["stop"] = options.stop
+    if options.logit_bias:
+        body["logit_bias"] = [[int(k), v] for k, v in options.logit_bias.items()]
+    return body
+
+
+def message_body(message: ChatMessage) -> dict[str, Any]:
+    item: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.images:
+        item["content"] = [{"type": "text", "text": message.content}] + [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(i).decode()}}
+            for i in message.images
+        ]
+    if message.tool_calls:
+        item["tool_calls"] = [
+            {"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for i, c in enumerate(message.tool_calls)
+        ]
+    if message.role == "tool":
+        if message.tool_call_id:
+            item["tool_call_id"] = message.tool_call_id
+        if message.name:
+            item["name"] = message.name
+    return item
+
+
+class ChunkTranslator:
+    """Turns llama.cpp's streamed OpenAI-style chunks into core events."""
+
+    def __init__(self) -> None:
+        self.tool_calls: dict[int, ToolCall] = {}
+        self.finish: str | None = None
+        self.timings = Timings()
+
+    def feed(self, chunk: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        if "timings" in chunk:
+            self._timings(chunk["timings"])
+        for choice in chunk.get("choices") or []:
+            delta = choice.get("delta")
+            if delta is None:  # /v1/completions chunks carry text, not a delta
+                text = choice.get("text") or ""
+                if text:
+                    events.append(TextDelta(text=text, logprobs=_logprobs(choice.get("logprobs"))))
+            else:
+                if delta.get("reasoning_content"):
+                    events.append(ThinkingDelta(text=delta["reasoning_content"]))
+                if delta.get("content"):
+                    events.append(TextDelta(text=delta["content"], logprobs=_logprobs(choice.get("logprobs"))))
+                for call in delta.get("tool_calls") or []:
+                    events.append(self._tool_delta(call))
+            if choice.get("finish_reason"):
+                self.finish = choice["finish_reason"]
+        return events
+
+    def _tool_delta(self, call: dict[str, Any]) -> ToolCallDelta:
+        index = int(call.get("index", len(self.tool_calls)))
+        function = call.get("function") or {}
+        current = self.tool_calls.get(index)
+        if current is None:
+            current = ToolCall(id=call.get("id") or f"call_{index}", name=function.get("name") or "", arguments="")
+            self.tool_calls[index] = current
+        elif function.get("name"):
+            current.name += function["name"]
+        current.arguments += function.get("arguments") or ""
+        return ToolCallDelta(
+            index=index, id=call.get("id"), name=function.get("name"), arguments=function.get("arguments") or ""
+        )
+
+    def _timings(self, raw: dict[str, Any]) -> None:
+        self.timings.prompt_eval_count = int(raw.get("prompt_n", 0))
+        self.timings.prompt_eval_ns = int(float(raw.get("prompt_ms", 0)) * 1e6)
+        self.timings.cached_tokens = int(raw.get("cache_n", 0))
+        self.timings.eval_count = int(raw.get("predicted_n", 0))
+        self.timings.eval_ns = int(float(raw.get("predicted_ms", 0)) * 1e6)
+
+    def done(self, model: str) -> Done:
+        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+        reason = self.finish or "stop"
+        if calls:
+            reason = "tool_calls"
+        elif reason not in {"stop", "length"}:
+            reason = "stop"
+        return Done(reason=reason, timings=self.timings, tool_calls=calls, model=model)  # type: ignore[arg-type]
+
+
+def _logprobs(raw: Any) -> list[TokenLogprob]:
+    if not isinstance(raw, dict):
+        return []
+    out: list[TokenLogprob] = []
+    for item in raw.get("content") or []:
+        out.append(
+            TokenLogprob(
+                token=item.get("token", ""),
+                logprob=float(item.get("logprob", 0.0)),
+                bytes=item.get("bytes"),
+                top=[(t.get("token", ""), float(t.get("logprob", 0.0))) for t in item.get("top_logprobs") or []],
+            )
+        )
+    return out

@@ -1,0 +1,286 @@
+"""The inference API every dialect calls: chat, generate and embed as streams of core events.
+
+This is where a model's Modelfile settings (SYSTEM, TEMPLATE, MESSAGE, PARAMETER) meet the
+request, where defaults are filled in, and where a lease on a loaded model is held while the
+engine streams.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import Any
+
+from deskml.core.errors import BadRequest, ContextOverflow
+from deskml.core.types import (
+    ChatMessage,
+    ChatRequest,
+    Done,
+    EmbedRequest,
+    EmbedResult,
+    Event,
+    GenerateRequest,
+    InferenceCommon,
+    SamplingOptions,
+    Timings,
+)
+from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
+from deskml.runtime import gotemplate
+from deskml.runtime.lifecycle import Lease, ModelManager
+from deskml.runtime.modelfile import PARAMETER_TYPES
+from deskml.runtime.registry import ModelEntry, Registry
+from deskml.runtime.scheduler import PRIORITY_LIVE
+from deskml.settings import Settings
+
+log = logging.getLogger("deskml.runtime")
+
+# Ollama's defaults (api/types.go DefaultOptions), so Ollama clients see familiar sampling.
+DEFAULT_SAMPLING = SamplingOptions(
+    temperature=0.8, top_k=40, top_p=0.9, min_p=0.0, typical_p=1.0, repeat_penalty=1.1,
+    repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, num_predict=-1,
+)
+_SAMPLING_FIELDS = set(SamplingOptions.model_fields)
+
+
+def model_sampling(entry: ModelEntry) -> SamplingOptions:
+    """The PARAMETER lines of a model that are sampling options (num_ctx etc. are load options)."""
+    params = {k: v for k, v in entry.manifest.parameters.items() if k in _SAMPLING_FIELDS}
+    return SamplingOptions(**params)
+
+
+def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None, list[str]]:
+    """Ollama `options` -> (sampling, num_ctx, names ignored). Unknown names are ignored, as Ollama does."""
+    sampling: dict[str, Any] = {}
+    num_ctx: int | None = None
+    ignored: list[str] = []
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name == "num_ctx":
+            try:
+                num_ctx = int(value)
+            except (TypeError, ValueError):
+                raise BadRequest(f"option num_ctx must be an integer, not {value!r}") from None
+            if num_ctx <= 0:
+                raise BadRequest("option num_ctx must be positive")
+        elif name in _SAMPLING_FIELDS:
+            sampling[name] = value
+        else:
+            if name not in PARAMETER_TYPES:
+                log.debug("ignoring unknown option %s", name)
+            ignored.append(name)
+    if isinstance(sampling.get("stop"), str):
+        sampling["stop"] = [sampling["stop"]]
+    try:
+        return SamplingOptions(**sampling), num_ctx, ignored
+    except ValueError as exc:
+        raise BadRequest(f"invalid options: {exc}") from None
+
+
+class InferenceService:
+    def __init__(self, settings: Settings, registry: Registry, manager: ModelManager) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.manager = manager
+
+    # public API --------------------------------------------------------------------------
+    async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        entry = self.registry.get(request.model)
+        messages = self._chat_messages(entry, request.messages)
+        template = entry.manifest.template
+        if template and gotemplate.is_go_template(template):
+            prompt = gotemplate.render_prompt(
+                template, system=None, messages=[_template_message(m) for m in messages],
+                tools=[{"type": "function", "function": t.model_dump()} for t in request.tools],
+            )
+            body = self._body(entry, request)
+            body["prompt"] = prompt
+            async with aclosing(self._run(entry, request, "completion", body, priority)) as events:
+                async for event in events:
+                    yield event
+            return
+        body = self._body(entry, request)
+        if request.tools:
+            body["tools"] = [{"type": "function", "function": t.model_dump()} for t in request.tools]
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": choice.name}} if choice.mode == "function" else choice.mode
+            )
+            body["parallel_tool_calls"] = request.parallel_tool_calls
+        while True:
+            body["messages"] = [message_body(m) for m in messages]
+            try:
+                async with aclosing(self._run(entry, request, "chat", body, priority)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except ContextOverflow:
+                if not request.truncate or not _drop_oldest(messages):
+                    raise
+
+    async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        entry = self.registry.get(request.model)
+        if request.images:
+            raise BadRequest(f"model '{entry.name}' does not support images")
+        if request.suffix:
+            raise BadRequest(f"model '{entry.name}' does not support insert")
+        body = self._body(entry, request)
+        template = request.template or entry.manifest.template
+        system = request.system if request.system is not None else entry.manifest.system
+        if request.raw:
+            body["prompt"] = request.prompt
+            endpoint = "completion"
+        elif template and gotemplate.is_go_template(template):
+            body["prompt"] = gotemplate.render_prompt(template, system=system, prompt=request.prompt)
+            endpoint = "completion"
+        else:
+            messages = [ChatMessage(role="system", content=system)] if system else []
+            messages.append(ChatMessage(role="user", content=request.prompt))
+            body["messages"] = [message_body(m) for m in messages]
+            endpoint = "chat"
+        prompt_text = request.prompt
+        while True:
+            try:
+                async with aclosing(self._run(entry, request, endpoint, body, priority)) as events:
+                    async for event in events:
+                        yield event
+                return
+            except ContextOverflow:
+                # Keep the end of the prompt (the question), as Ollama does when it truncates.
+                if not request.truncate or len(prompt_text) < 64:
+                    raise
+                prompt_text = prompt_text[len(prompt_text) // 4 :]
+                if endpoint == "chat":
+                    body["messages"][-1]["content"] = prompt_text
+                else:
+                    body["prompt"] = prompt_text
+
+    async def load(self, name: str, keep_alive: float | None) -> Done:
+        model, load_ns = await self.manager.ensure_loaded(name, keep_alive)
+        if keep_alive == 0:
+            await self.manager.unload(name)
+            return Done(reason="unload", model=model.name)
+        return Done(reason="load", model=model.name, timings=Timings(load_ns=load_ns, total_ns=load_ns))
+
+    async def unload(self, name: str) -> Done:
+        entry = self.registry.get(name)
+        await self.manager.unload(entry.name)
+        return Done(reason="unload", model=entry.name)
+
+    async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
+        started = time.perf_counter_ns()
+        if not request.inputs:
+            entry = self.registry.get(request.model)
+            _, load_ns = await self.manager.ensure_loaded(request.model, request.keep_alive, kind="embed")
+            return EmbedResult(model=entry.name, embeddings=[], timings=Timings(load_ns=load_ns))
+        async with self.manager.lease(
+            request.model, kind="embed", num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
+        ) as lease:
+            inputs = list(request.inputs)
+            for _ in range(12):
+                try:
+                    raw = await lease.model.engine.embed(inputs)
+                    break
+                except ContextOverflow:
+                    # Ollama's truncate keeps the start of an over-long input; cut the longest by
+                    # a quarter until every input fits the context.
+                    longest = max(range(len(inputs)), key=lambda i: len(inputs[i]))
+                    if not request.truncate or len(inputs[longest]) < 16:
+                        raise
+                    inputs[longest] = inputs[longest][: len(inputs[longest]) * 3 // 4]
+            else:
+                raise ContextOverflow("input too long for the model's context")
+            vectors = [item["embedding"] for item in sorted(raw.get("data", []), key=lambda d: d.get("index", 0))]
+            if request.dimensions:
+                vectors = [_renormalize(v[: request.dimensions]) for v in vectors]
+            usage = raw.get("usage") or {}
+            timings = Timings(
+                load_ns=lease.load_ns, queue_ns=lease.queue_ns,
+                prompt_eval_count=int(usage.get("prompt_tokens", 0)),
+                total_ns=time.perf_counter_ns() - started,
+            )
+            return EmbedResult(
+                model=lease.model.name, embeddings=vectors,
+                prompt_tokens=int(usage.get("prompt_tokens", 0)), timings=timings,
+            )
+
+    # internals ---------------------------------------------------------------------------
+    def _chat_messages(self, entry: ModelEntry, messages: list[ChatMessage]) -> list[ChatMessage]:
+        preset = [ChatMessage.model_validate(m) for m in entry.manifest.messages]
+        result = [*preset, *messages]
+        if entry.manifest.system and not any(m.role == "system" for m in result):
+            result.insert(0, ChatMessage(role="system", content=entry.manifest.system))
+        return result
+
+    def _body(self, entry: ModelEntry, request: InferenceCommon) -> dict[str, Any]:
+        sampling = request.options.merged_over(model_sampling(entry).merged_over(DEFAULT_SAMPLING))
+        body = sampling_body(sampling)
+        body["cache_prompt"] = True
+        body["stream_options"] = {"include_usage": True}
+        if request.format is not None:
+            if request.format.kind == "json_schema" and request.format.schema_ is not None:
+                body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.format.schema_}}
+                body["json_schema"] = request.format.schema_
+            else:
+                body["response_format"] = {"type": "json_object"}
+                body["json_schema"] = {"type": "object"}
+        if request.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = request.top_logprobs
+            body["n_probs"] = max(1, request.top_logprobs)
+        return body
+
+    async def _run(
+        self, entry: ModelEntry, request: InferenceCommon, endpoint: str, body: dict[str, Any], priority: int
+    ) -> AsyncIterator[Event]:
+        started = time.perf_counter_ns()
+        if endpoint == "chat":
+            body.pop("json_schema", None)
+        else:
+            body.pop("response_format", None)
+        async with self.manager.lease(
+            entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
+        ) as lease:
+            translator = ChunkTranslator()
+            # aclosing: when our consumer goes away, the engine stream must stop now (freeing the
+            # slot), not whenever the garbage collector finalises it.
+            async with aclosing(lease.model.engine.stream(endpoint, body)) as chunks:
+                async for chunk in chunks:
+                    for event in translator.feed(chunk):
+                        yield event
+            done = translator.done(entry.name)
+            self._finish_timings(done, lease, started)
+        # keep_alive 0 has already set the model to expire now: the reaper unloads it.
+        yield done
+
+    @staticmethod
+    def _finish_timings(done: Done, lease: Lease, started: int) -> None:
+        done.timings.load_ns = lease.load_ns
+        done.timings.queue_ns = lease.queue_ns
+        done.timings.total_ns = time.perf_counter_ns() - started
+
+
+def _template_message(message: ChatMessage) -> dict[str, Any]:
+    return {
+        "role": message.role,
+        "content": message.content,
+        "tool_calls": [
+            {"function": {"name": c.name, "arguments": c.arguments_object()}} for c in message.tool_calls
+        ],
+    }
+
+
+def _drop_oldest(messages: list[ChatMessage]) -> bool:
+    """Drop the oldest non-system message except the last one; False when nothing can go."""
+    for index, message in enumerate(messages[:-1]):
+        if message.role != "system":
+            del messages[index]
+            return True
+    return False
+
+
+def _renormalize(vector: list[float]) -> list[float]:
+    norm = sum(v * v for v in vector) ** 0.5
+    return [v / norm for v in vector] if norm else vector

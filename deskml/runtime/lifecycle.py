@@ -1,0 +1,284 @@
+"""Loaded-model lifecycle: load on first use (once, however many ask at once), keep_alive expiry,
+LRU eviction under a model count and memory budget, and draining before unload."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from deskml.core.errors import Busy, ModelLoadError
+from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
+from deskml.runtime import gotemplate
+from deskml.runtime.registry import ModelEntry, Registry
+from deskml.runtime.scheduler import PRIORITY_LIVE, SlotScheduler
+from deskml.settings import Settings
+
+log = logging.getLogger("deskml.runtime")
+
+Kind = Literal["llm", "embed"]
+
+
+@dataclass
+class LoadedModel:
+    entry: ModelEntry
+    kind: Kind
+    num_ctx: int
+    engine: LlamaCppModel
+    scheduler: SlotScheduler
+    size_bytes: int
+    load_seconds: float
+    keep_alive: float
+    expires_at: float | None = None  # wall-clock seconds; None = never (or busy)
+    last_used: float = field(default_factory=time.monotonic)
+    pins: int = 0
+    draining: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.entry.name
+
+    @property
+    def busy(self) -> bool:
+        return self.pins > 0 or not self.scheduler.idle
+
+    def expires_datetime(self) -> datetime:
+        if self.keep_alive < 0:
+            return datetime(2318, 1, 1, tzinfo=UTC)  # "forever", as Ollama shows it
+        if self.expires_at is None:  # busy: the clock starts when the last request ends
+            return datetime.fromtimestamp(time.time() + self.keep_alive, UTC)
+        return datetime.fromtimestamp(self.expires_at, UTC)
+
+
+@dataclass
+class Lease:
+    model: LoadedModel
+    load_ns: int
+    queue_ns: int
+
+
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 8 << 30
+
+
+def estimate_bytes(metadata: dict[str, Any], file_size: int, total_ctx: int) -> int:
+    """Weights (mmapped file) + f16 KV cache for `total_ctx` tokens + a fixed compute margin."""
+    arch = metadata.get("general.architecture", "")
+    layers = int(metadata.get(f"{arch}.block_count", 0) or 0)
+    embd = int(metadata.get(f"{arch}.embedding_length", 0) or 0)
+    heads = int(metadata.get(f"{arch}.attention.head_count", 1) or 1)
+    kv_heads = metadata.get(f"{arch}.attention.head_count_kv", heads) or heads
+    kv_heads = int(max(kv_heads) if isinstance(kv_heads, list) else kv_heads)
+    key_len = int(metadata.get(f"{arch}.attention.key_length", embd // max(heads, 1)) or 0)
+    value_len = int(metadata.get(f"{arch}.attention.value_length", key_len) or 0)
+    kv = total_ctx * layers * kv_heads * (key_len + value_len) * 2
+    return file_size + kv + (64 << 20)
+
+
+class ModelManager:
+    def __init__(self, settings: Settings, registry: Registry) -> None:
+        self.settings = settings
+        self.registry = registry
+        self._loaded: dict[tuple[str, Kind, int], LoadedModel] = {}
+        self._loading: dict[tuple[str, Kind, int], asyncio.Task[LoadedModel]] = {}
+        self._reaper: asyncio.Task[None] | None = None
+        self._changed = asyncio.Event()
+        self.budget = settings.memory_budget_mb * (1 << 20) or int(_physical_memory() * 0.75)
+        self.on_change: list[Callable[[], None]] = []
+
+    # public ------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever(), name="deskml-keepalive")
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for task in list(self._loading.values()):
+            task.cancel()
+        for model in list(self._loaded.values()):
+            await self._unload(model)
+
+    def loaded(self) -> list[LoadedModel]:
+        return sorted(self._loaded.values(), key=lambda m: m.last_used, reverse=True)
+
+    def context_for(self, entry: ModelEntry, requested: int | None) -> int:
+        params = entry.manifest.parameters
+        wanted = int(requested or params.get("num_ctx") or self.settings.num_ctx)
+        trained = self.registry.gguf_info(entry).context_length or wanted
+        return max(256, min(wanted, trained))
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, name: str, *, kind: Kind = "llm", num_ctx: int | None = None,
+        keep_alive: float | None = None, priority: int = PRIORITY_LIVE,
+    ) -> AsyncIterator[Lease]:
+        """Hold one decoding slot of `name` (loading it if needed) for the duration of a request."""
+        entry = self.registry.get(name)
+        ctx = self.context_for(entry, num_ctx)
+        started = time.perf_counter_ns()
+        model, waited = await self._get_or_load(entry, kind, ctx)  # returns pinned
+        load_ns = time.perf_counter_ns() - started if waited else 0
+        queued_at = time.perf_counter_ns()
+        try:
+            await model.scheduler.acquire(priority)
+        except BaseException:
+            model.pins -= 1
+            self._touch(model, keep_alive)
+            raise
+        model.pins -= 1
+        model.expires_at = None
+        queue_ns = time.perf_counter_ns() - queued_at
+        try:
+            yield Lease(model=model, load_ns=load_ns, queue_ns=queue_ns)
+        finally:
+            model.scheduler.release()
+            self._touch(model, keep_alive)
+
+    async def ensure_loaded(self, name: str, keep_alive: float | None = None, kind: Kind = "llm",
+                            num_ctx: int | None = None) -> tuple[LoadedModel, int]:
+        """Load without generating (Ollama's empty-prompt request). Returns the model and load ns."""
+        entry = self.registry.get(name)
+        started = time.perf_counter_ns()
+        model, _ = await self._get_or_load(entry, kind, self.context_for(entry, num_ctx))
+        elapsed = time.perf_counter_ns() - started
+        model.pins -= 1
+        self._touch(model, keep_alive)
+        return model, elapsed
+
+    async def unload(self, name: str) -> bool:
+        """Unload every instance of `name`, waiting for its requests to finish first."""
+        canonical = self.registry.canonical(name)
+        targets = [m for m in self._loaded.values() if m.name == canonical]
+        for model in targets:
+            await self._unload(model)
+        return bool(targets)
+
+    # internals ---------------------------------------------------------------------------
+    def _touch(self, model: LoadedModel, keep_alive: float | None) -> None:
+        ttl = self.settings.keep_alive if keep_alive is None else keep_alive
+        model.keep_alive = ttl
+        model.last_used = time.monotonic()
+        if model.busy or ttl < 0:
+            model.expires_at = None
+        else:
+            model.expires_at = time.time() + ttl
+        self._changed.set()
+
+    async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int) -> tuple[LoadedModel, bool]:
+        """The loaded, pinned model, and whether this call had to wait for it to load."""
+        key = (entry.name, kind, ctx)
+        while True:
+            model = self._loaded.get(key)
+            if model is not None and model.entry.digest == entry.digest and not model.draining:
+                model.pins += 1
+                model.last_used = time.monotonic()
+                return model, False
+            if model is not None:  # replaced on disk or draining: finish that first
+                await self._unload(model)
+                continue
+            task = self._loading.get(key)
+            if task is None:
+                task = asyncio.create_task(self._load(entry, kind, ctx), name=f"load {entry.name}")
+                self._loading[key] = task
+                task.add_done_callback(lambda _t, k=key: self._loading.pop(k, None))
+            # shield: one impatient client must not cancel a load others are waiting for
+            model = await asyncio.shield(task)
+            if not model.draining:
+                model.pins += 1
+                return model, True
+
+    async def _load(self, entry: ModelEntry, kind: Kind, ctx: int) -> LoadedModel:
+        info = self.registry.gguf_info(entry)
+        parallel = max(1, self.settings.num_parallel)
+        size = estimate_bytes(info.metadata, entry.size, ctx * parallel)
+        await self._make_room(size)
+        template = entry.manifest.template
+        jinja = template if template and not gotemplate.is_go_template(template) else None
+        engine = LlamaCppModel(
+            LlamaLoadConfig(
+                path=entry.path, num_ctx=ctx, num_parallel=parallel, threads=self.settings.num_threads,
+                embedding=kind == "embed", chat_template=jinja, engine_log=self.settings.engine_log,
+            )
+        )
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, engine.load)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # pragma: no cover - defensive
+            raise ModelLoadError(f"could not load {entry.name}: {exc}") from exc
+        engine.after_load_on_loop()
+        elapsed = time.perf_counter() - started
+        model = LoadedModel(
+            entry=entry, kind=kind, num_ctx=ctx, engine=engine,
+            scheduler=SlotScheduler(parallel, self.settings.max_queue),
+            size_bytes=size, load_seconds=elapsed, keep_alive=self.settings.keep_alive,
+        )
+        self._loaded[(entry.name, kind, ctx)] = model
+        log.info("loaded %s (%s, ctx %d x %d slots) in %.2fs", entry.name, kind, ctx, parallel, elapsed)
+        for callback in self.on_change:
+            callback()
+        return model
+
+    async def _make_room(self, needed: int) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            used = sum(m.size_bytes for m in self._loaded.values())
+            too_many = len(self._loaded) >= max(1, self.settings.max_loaded_models)
+            too_big = used + needed > self.budget and self._loaded
+            if not too_many and not too_big:
+                return
+            idle = [m for m in self._loaded.values() if not m.busy and not m.draining]
+            if idle:
+                victim = min(idle, key=lambda m: m.last_used)
+                log.info("evicting %s to make room", victim.name)
+                await self._unload(victim)
+                continue
+            if time.monotonic() > deadline:
+                raise Busy("every loaded model is busy; no room to load another", retry_after=5.0)
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+
+    async def _unload(self, model: LoadedModel) -> None:
+        if model.draining:
+            while any(m is model for m in self._loaded.values()):
+                await asyncio.sleep(0.05)
+            return
+        model.draining = True
+        while model.pins > 0:
+            await asyncio.sleep(0.02)
+        await model.scheduler.wait_idle()
+        for key, value in list(self._loaded.items()):
+            if value is model:
+                del self._loaded[key]
+        await asyncio.get_running_loop().run_in_executor(None, model.engine.close)
+        log.info("unloaded %s (%s)", model.name, model.kind)
+        self._changed.set()
+        for callback in self.on_change:
+            callback()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            now = time.time()
+            for model in list(self._loaded.values()):
+                if model.expires_at is not None and model.expires_at <= now and not model.busy:
+                    await self._unload(model)
+            self._changed.clear()
+            upcoming = [m.expires_at for m in self._loaded.values() if m.expires_at is not None]
+            timeout = max(0.05, min(upcoming) - time.time()) if upcoming else 3600.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout=min(timeout, 60.0))
+
