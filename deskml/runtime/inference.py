@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
 
+from deskml.core.context import current_record
 from deskml.core.errors import BadRequest, ContextOverflow
 from deskml.core.types import (
     ChatMessage,
@@ -201,6 +202,10 @@ class InferenceService:
                 prompt_eval_count=int(usage.get("prompt_tokens", 0)),
                 total_ns=time.perf_counter_ns() - started,
             )
+            note_timings(timings)
+            record = current_record()
+            if record is not None:
+                record.model, record.backend = lease.model.name, "llama.cpp"
             return EmbedResult(
                 model=lease.model.name, embeddings=vectors,
                 prompt_tokens=int(usage.get("prompt_tokens", 0)), timings=timings,
@@ -244,14 +249,20 @@ class InferenceService:
             entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
         ) as lease:
             translator = ChunkTranslator()
+            record = current_record()
+            if record is not None:
+                record.model, record.backend = entry.name, "llama.cpp"
             # aclosing: when our consumer goes away, the engine stream must stop now (freeing the
             # slot), not whenever the garbage collector finalises it.
             async with aclosing(lease.model.engine.stream(endpoint, body)) as chunks:
                 async for chunk in chunks:
                     for event in translator.feed(chunk):
+                        if record is not None and record.ttft_ns is None:
+                            record.ttft_ns = time.perf_counter_ns() - started
                         yield event
             done = translator.done(entry.name)
             self._finish_timings(done, lease, started)
+            note_timings(done.timings)
         # keep_alive 0 has already set the model to expire now: the reaper unloads it.
         yield done
 
@@ -260,6 +271,19 @@ class InferenceService:
         done.timings.load_ns = lease.load_ns
         done.timings.queue_ns = lease.queue_ns
         done.timings.total_ns = time.perf_counter_ns() - started
+
+
+def note_timings(timings: Timings) -> None:
+    """Copy a finished request's timings into the request record, for history and metrics."""
+    record = current_record()
+    if record is None:
+        return
+    record.queue_ns += timings.queue_ns
+    record.load_ns += timings.load_ns
+    record.prompt_eval_ns += timings.prompt_eval_ns
+    record.eval_ns += timings.eval_ns
+    record.prompt_tokens += timings.prompt_tokens
+    record.completion_tokens += timings.eval_count
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:
