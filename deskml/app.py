@@ -16,6 +16,8 @@ from deskml.api.ollama.router import router as ollama_router
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.registry import Registry
+from deskml.runtime.service_catalog import service_specs
+from deskml.runtime.services import ServiceManager
 from deskml.runtime.store import ModelStore
 from deskml.settings import Settings
 
@@ -38,7 +40,10 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         app.state.registry = registry
         app.state.manager = manager
         app.state.inference = InferenceService(settings, registry, manager)
+        services = ServiceManager(service_specs(), settings.keep_alive)
+        app.state.services = services
         manager.start()
+        services.start()
         if settings.preload:
             await manager.ensure_loaded(settings.default_model)
         if on_ready is not None:
@@ -46,6 +51,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         try:
             yield
         finally:
+            await services.close()
             await manager.close()
 
     app = FastAPI(title="deskml", version=__version__, lifespan=lifespan)

@@ -1,0 +1,14 @@
+"""The non-LLM models deskml knows how to serve, in order of preference per kind.
+
+Each entry names the engine that serves it and the optional extra that brings its dependencies;
+engines live in `deskml/engines/` and are imported only when a request needs them.
+"""
+
+from __future__ import annotations
+
+from deskml.runtime.services import ServiceSpec
+
+
+def service_specs() -> list[ServiceSpec]:
+    specs: list[ServiceSpec] = []
+    return specs

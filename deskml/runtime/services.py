@@ -1,0 +1,205 @@
+"""Non-LLM model services (embeddings, vision, speech, images): specs and lifecycle.
+
+A `ServiceSpec` names a model, its kind, and the engine class that serves it (imported lazily, so
+an optional extra that is not installed costs nothing until a request needs it, and then gives a
+501 naming the pip command). `ServiceManager` loads each model once on first use, keeps it for
+`keep_alive`, unloads idle ones, and runs blocking engine calls in worker threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import importlib.util
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
+from deskml.runtime import names
+
+log = logging.getLogger("deskml.runtime.services")
+
+ServiceKind = Literal["embedding", "rerank", "classify", "ocr", "detect", "asr", "tts", "image", "style"]
+T = TypeVar("T")
+
+
+class ServiceEngine(Protocol):
+    """What every non-LLM engine provides; task methods (embed, classify, ...) are per kind."""
+
+    def load(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class ServiceSpec:
+    name: str
+    kind: ServiceKind
+    engine: str  # "package.module:ClassName", constructed as Class(spec)
+    extra: str  # pip extra that provides its dependencies, e.g. "vision"
+    requires: list[str] = field(default_factory=list)  # importable modules that must exist
+    aliases: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # engine-specific settings
+    capabilities: list[str] = field(default_factory=list)
+    family: str = ""
+    license: str = ""
+    description: str = ""
+    # Extra check beyond importable modules (e.g. weights package present); None = always true.
+    present: Callable[[ServiceSpec], bool] | None = None
+
+    @property
+    def install_command(self) -> str:
+        return f"pip install 'deskml[{self.extra}]'"
+
+    def missing(self) -> list[str]:
+        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+
+    def available(self) -> bool:
+        if self.missing():
+            return False
+        return self.present(self) if self.present is not None else True
+
+
+@dataclass
+class LoadedService:
+    spec: ServiceSpec
+    engine: Any
+    load_seconds: float
+    last_used: float = field(default_factory=time.monotonic)
+    active: int = 0
+
+
+class ServiceManager:
+    def __init__(self, specs: list[ServiceSpec], keep_alive: float, workers: int = 4) -> None:
+        self.specs = specs
+        self.keep_alive = keep_alive
+        self._loaded: dict[str, LoadedService] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="service")
+        self._reaper: asyncio.Task[None] | None = None
+
+    # lookup ------------------------------------------------------------------------------
+    def find(self, name: str, kind: ServiceKind | None = None) -> ServiceSpec | None:
+        try:
+            wanted = names.normalize(name)
+        except Exception:
+            return None
+        for spec in self.specs:
+            if kind is not None and spec.kind != kind:
+                continue
+            if wanted == names.normalize(spec.name) or wanted in {names.normalize(a) for a in spec.aliases}:
+                return spec
+        return None
+
+    def default(self, kind: ServiceKind) -> ServiceSpec | None:
+        """The first available model of a kind (specs are listed in order of preference)."""
+        for spec in self.specs:
+            if spec.kind == kind and spec.available():
+                return spec
+        return None
+
+    def get_spec(self, name: str | None, kind: ServiceKind) -> ServiceSpec:
+        spec = self.find(name, kind) if name else self.default(kind)
+        if spec is None:
+            if name:
+                raise ModelNotFound(name)
+            hint = next((s.install_command for s in self.specs if s.kind == kind), "")
+            raise NotImplementedFeature(f"no {kind} model is installed" + (f"; install one with: {hint}" if hint else ""))
+        missing = spec.missing()
+        if missing:
+            raise NotImplementedFeature(
+                f"model '{spec.name}' needs {', '.join(missing)}; install it with: {spec.install_command}"
+            )
+        if not spec.available():
+            raise NotImplementedFeature(f"the weights for '{spec.name}' are not installed: {spec.install_command}")
+        return spec
+
+    def available(self) -> list[ServiceSpec]:
+        return [s for s in self.specs if s.available()]
+
+    def loaded(self) -> list[LoadedService]:
+        return list(self._loaded.values())
+
+    # lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._reaper = asyncio.create_task(self._reap_forever(), name="deskml-service-keepalive")
+
+    async def close(self) -> None:
+        if self._reaper:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for name in list(self._loaded):
+            await self.unload(name)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def engine(self, spec: ServiceSpec) -> tuple[Any, int]:
+        """The loaded engine for `spec` and the nanoseconds this call spent loading it."""
+        current = self._loaded.get(spec.name)
+        if current is not None:
+            current.last_used = time.monotonic()
+            return current.engine, 0
+        lock = self._locks.setdefault(spec.name, asyncio.Lock())
+        started = time.perf_counter_ns()
+        async with lock:  # many first requests at once load the model once
+            current = self._loaded.get(spec.name)
+            if current is None:
+                current = await self._load(spec)
+        current.last_used = time.monotonic()
+        return current.engine, time.perf_counter_ns() - started
+
+    async def run(self, spec: ServiceSpec, call: Callable[..., T], *args: Any) -> T:
+        """Run a blocking engine call in a worker thread, counting it as activity on the model."""
+        loaded = self._loaded.get(spec.name)
+        if loaded is not None:
+            loaded.active += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
+        finally:
+            if loaded is not None:
+                loaded.active -= 1
+                loaded.last_used = time.monotonic()
+
+    async def unload(self, name: str) -> bool:
+        loaded = self._loaded.pop(name, None)
+        if loaded is None:
+            return False
+        while loaded.active > 0:
+            await asyncio.sleep(0.02)
+        await asyncio.get_running_loop().run_in_executor(self._executor, loaded.engine.close)
+        log.info("unloaded %s", name)
+        return True
+
+    async def _load(self, spec: ServiceSpec) -> LoadedService:
+        module_name, _, class_name = spec.engine.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ImportError as exc:
+            raise NotImplementedFeature(f"model '{spec.name}' needs {exc.name}; install: {spec.install_command}") from exc
+        engine = cls(spec)
+        started = time.perf_counter()
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, engine.load)
+        except NotImplementedFeature:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"could not load {spec.name}: {exc}") from exc
+        loaded = LoadedService(spec=spec, engine=engine, load_seconds=time.perf_counter() - started)
+        self._loaded[spec.name] = loaded
+        log.info("loaded %s (%s) in %.2fs", spec.name, spec.kind, loaded.load_seconds)
+        return loaded
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self.keep_alive < 0:
+                continue
+            now = time.monotonic()
+            for name, loaded in list(self._loaded.items()):
+                if loaded.active == 0 and now - loaded.last_used > self.keep_alive:
+                    await self.unload(name)
