@@ -109,7 +109,8 @@ class ServiceManager:
             if name:
                 raise ModelNotFound(name)
             hint = next((s.install_command for s in self.specs if s.kind == kind), "")
-            raise NotImplementedFeature(f"no {kind} model is installed" + (f"; install one with: {hint}" if hint else ""))
+            suffix = f"; install one with: {hint}" if hint else ""
+            raise NotImplementedFeature(f"no {kind} model is installed{suffix}")
         missing = spec.missing()
         if missing:
             raise NotImplementedFeature(
@@ -180,7 +181,9 @@ class ServiceManager:
         try:
             cls = getattr(importlib.import_module(module_name), class_name)
         except ImportError as exc:
-            raise NotImplementedFeature(f"model '{spec.name}' needs {exc.name}; install: {spec.install_command}") from exc
+            raise NotImplementedFeature(
+                f"model '{spec.name}' needs {exc.name}; install: {spec.install_command}"
+            ) from exc
         engine = cls(spec)
         started = time.perf_counter()
         try:
