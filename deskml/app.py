@@ -11,7 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deskml import __version__
 from deskml.api.errors import install_handlers
-from deskml.api.middleware import JsonBodyDefault
+from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
@@ -64,6 +64,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         expose_headers=["Retry-After", "X-Request-Id"],
     )
     app.add_middleware(JsonBodyDefault)
+    app.add_middleware(BodySizeLimit, limit=int(settings.max_upload_mb * (1 << 20)))
     install_handlers(app)
     app.include_router(ollama_router)
     return app

@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     origins: list[str] = Field(
         default_factory=list, description="Extra CORS origins allowed besides localhost and app schemes."
     )
+    max_upload_mb: float = Field(
+        100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
+    )
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     engine_log: bool = Field(False, description="Pass llama.cpp's own log lines through to stderr.")
 

@@ -281,3 +281,20 @@ def test_curl_style_body_without_json_content_type(app_client: TestClient) -> No
         r = app_client.post("/api/generate", content=body, headers=headers)
         assert r.status_code == 200, (content_type, r.text)
         assert r.json()["eval_count"] == 3
+
+
+def test_body_over_limit_is_413_before_read(tmp_path) -> None:
+    from deskml.app import create_app
+    from tests.conftest import make_settings
+
+    with TestClient(create_app(make_settings(tmp_path, max_upload_mb=0.001))) as small:
+        big = b'{"model": "smollm2", "prompt": "' + b"x" * 5000 + b'"}'
+        r = small.post("/api/generate", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "limit" in r.json()["error"]
+
+        def chunks():
+            for _ in range(10):
+                yield b"x" * 1000
+
+        r = small.post("/api/chat", content=chunks(), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "limit" in r.json()["error"]

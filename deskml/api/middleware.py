@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _JSON_LIKE = {b"", b"application/x-www-form-urlencoded", b"text/plain"}
 
@@ -26,3 +28,63 @@ class JsonBodyDefault:
                 headers.append((b"content-type", b"application/json"))
                 scope = {**scope, "headers": headers}
         await self.app(scope, receive, send)
+
+
+class BodySizeLimit:
+    """Refuse request bodies over `limit` bytes with 413, before they are read whole.
+
+    A declared Content-Length over the limit is refused at once; a chunked body is counted as it
+    arrives and cut off when it crosses the limit, so a huge upload never fills memory or disk.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.limit <= 0:
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope.get("headers") or [] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, send)
+            return
+        seen = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(scope, send)
+
+    async def _refuse(self, scope: Scope, send: Send) -> None:
+        from deskml.api.errors import dialect_for_path, error_body
+
+        mb = self.limit / (1 << 20)
+        body = error_body(dialect_for_path(scope.get("path", "")), 413,
+                          f"request body is larger than the {mb:g} MB limit (DESKML_MAX_UPLOAD_MB)")
+        payload = json.dumps(body).encode()
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _TooLarge(Exception):
+    pass
