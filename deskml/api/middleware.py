@@ -50,28 +50,32 @@ class BodySizeLimit:
             await self._refuse(scope, send)
             return
         seen = 0
-        started = False
+        started = refused = False
 
         async def counting_receive() -> Message:
-            nonlocal seen
+            nonlocal seen, started, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    # Answer now and tell the app the client left: whatever it does next is dropped.
+                    if not started:
+                        started = refused = True
+                        await self._refuse(scope, send)
+                    return {"type": "http.disconnect"}
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
-        try:
-            await self.app(scope, counting_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(scope, send)
+        await self.app(scope, counting_receive, tracking_send)
 
     async def _refuse(self, scope: Scope, send: Send) -> None:
         from deskml.api.errors import dialect_for_path, error_body
@@ -84,7 +88,3 @@ class BodySizeLimit:
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                                 (b"connection", b"close")]})
         await send({"type": "http.response.body", "body": payload})
-
-
-class _TooLarge(Exception):
-    pass
