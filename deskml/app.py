@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from deskml import __version__
+from deskml.api.admin.router import router as admin_router
 from deskml.api.errors import install_handlers
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
@@ -19,6 +20,12 @@ from deskml.runtime.registry import Registry
 from deskml.runtime.service_catalog import service_specs
 from deskml.runtime.services import ServiceManager
 from deskml.runtime.store import ModelStore
+from deskml.services.auth_middleware import AuthMiddleware
+from deskml.services.datalayer import start_data_services, stop_data_services
+from deskml.services.metrics import router as metrics_router
+from deskml.services.observe import Observe
+from deskml.services.production import start_traffic_services, stop_traffic_services
+from deskml.services.ratelimit import RateLimit
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml")
@@ -33,15 +40,17 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        await start_traffic_services(app.state, settings)
         store = ModelStore(settings.models_dir)
         registry = Registry(store)
         manager = ModelManager(settings, registry)
         app.state.settings = settings
         app.state.registry = registry
         app.state.manager = manager
-        app.state.inference = InferenceService(settings, registry, manager)
+        app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
         services = ServiceManager(service_specs(), settings.keep_alive)
         app.state.services = services
+        await start_data_services(app.state, settings)
         manager.start()
         services.start()
         if settings.preload:
@@ -53,18 +62,29 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         finally:
             await services.close()
             await manager.close()
+            await stop_traffic_services(app.state)
+            await stop_data_services(app.state)
 
     app = FastAPI(title="deskml", version=__version__, lifespan=lifespan)
+    # Innermost of the production layer: limits key on the caller that auth (added next) identifies.
+    app.add_middleware(RateLimit)
+    if settings.auth != "off":
+        # Innermost: CORS answers preflights without credentials and decorates 401s.
+        app.add_middleware(AuthMiddleware)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,
         allow_origin_regex=_LOCAL_ORIGIN_REGEX,
         allow_methods=["*"],
         allow_headers=["*"],
-        expose_headers=["Retry-After", "X-Request-Id"],
+        expose_headers=["Retry-After", "X-Request-Id", "X-Deskml-Cache", "X-RateLimit-Limit",
+                        "X-RateLimit-Remaining", "X-RateLimit-Reset"],
     )
     app.add_middleware(JsonBodyDefault)
     app.add_middleware(BodySizeLimit, limit=int(settings.max_upload_mb * (1 << 20)))
+    app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)
+    app.include_router(metrics_router)
+    app.include_router(admin_router)
     return app

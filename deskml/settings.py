@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,13 +63,107 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL of the database for keys, users and history, e.g. "
+        "postgresql+psycopg://user@host/db or mysql+pymysql://user@host/db. Default: SQLite file "
+        "deskml.db in the data dir.",
+    )
+    auth: Literal["auto", "required", "optional", "off"] = Field(
+        "auto",
+        description="auto: anonymous access (all scopes) on a loopback bind, keys or logins required on "
+        "any other bind; required: always; optional: anonymous allowed (needs --insecure off loopback); "
+        "off: no auth middleware at all (benchmarks; needs --insecure off loopback).",
+    )
+    insecure: bool = Field(
+        False,
+        description="Allow a non-loopback bind with no API key or user, or with auth optional/off: "
+        "anyone on the network can use every endpoint.",
+    )
+    jwt_expires: float = Field(
+        3600.0, description="Lifetime of a login access token (seconds or a duration like '1h')."
+    )
+    jwt_refresh_expires: float = Field(
+        2592000.0, description="Lifetime of a login refresh token (seconds or a duration like '720h')."
+    )
+    auth_cache_seconds: float = Field(
+        5.0,
+        description="How long a verified API key is trusted without a database look-up; a key revoked "
+        "from another process stops working within this time (revoking over HTTP is immediate).",
+    )
+    history: bool = Field(True, description="Record every request in the request history table.")
+    history_content: bool = Field(
+        True, description="Keep request input and output text in the history (false: metadata only)."
+    )
+    history_days: int = Field(30, description="Days of request history kept; 0 = keep forever.")
+    history_buffer: int = Field(
+        10000,
+        description="Request records held in memory while waiting to be written; beyond this (database "
+        "down) the oldest are dropped and counted.",
+    )
+    history_flush_seconds: float = Field(1.0, description="Seconds between history batch writes.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     engine_log: bool = Field(False, description="Pass llama.cpp's own log lines through to stderr.")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="Log format: json (one JSON object per line), text, or auto (text on a terminal, "
+        "json otherwise)."
+    )
+    log_file: Path | None = Field(
+        None, description="Also write JSON log lines to this file, rotated by size (see DESKML_LOG_FILE_MAX_MB)."
+    )
+    log_file_max_mb: float = Field(10.0, description="Size (MB) at which the log file is rotated.")
+    log_file_backups: int = Field(5, description="Rotated log files kept (deskml.log.1 ... .N).")
+    redis_url: str | None = Field(
+        None, description="Redis URL (redis://host:6379/0) for rate-limit counters and the response cache, "
+        "shared by several deskml processes. Default: in-process memory."
+    )
+    redis_fallback: Literal["none", "memory"] = Field(
+        "none", description="When Redis is unreachable at start: none = refuse to start; memory = warn and use "
+        "in-process storage."
+    )
+    rate_limit_requests_per_minute: int = Field(
+        0, description="Requests per minute per API key, user or (anonymous) client IP; 0 = unlimited. "
+        "A key's own limits override this."
+    )
+    rate_limit_requests_per_hour: int = Field(0, description="Requests per hour per key/user/IP; 0 = unlimited.")
+    rate_limit_tokens_per_hour: int = Field(
+        0, description="Generated tokens per hour per key/user/IP; once spent, requests get 429 until the "
+        "hour window resets; 0 = unlimited."
+    )
+    max_prompt_chars: int = Field(
+        1_000_000, description="Longest input (prompt, system and messages, or embedding inputs) in characters; "
+        "longer ones get 400. 0 = no limit."
+    )
+    cache: bool = Field(
+        True, description="Cache replies to deterministic requests (temperature 0 or a fixed seed) and replay "
+        "them for identical requests. Per request: header 'Cache-Control: no-cache' or 'X-Deskml-Cache: off'."
+    )
+    cache_ttl: float = Field(3600.0, description="Seconds a cached reply stays valid.")
+    cache_max_entries: int = Field(1024, description="Replies kept by the in-memory cache (least recently used go).")
+    cache_max_mb: float = Field(64.0, description="Memory (MB) the in-memory cache may use; one reply at most 1/8.")
+    metrics: bool = Field(True, description="Serve Prometheus metrics at /metrics.")
+    metrics_auth: bool = Field(False, description="Require a key or user with the admin scope for /metrics.")
+    tls_cert: Path | None = Field(
+        None, description="TLS certificate (PEM) to serve HTTPS; `deskml tls selfsigned` makes one."
+    )
+    tls_key: Path | None = Field(None, description="Private key (PEM) for DESKML_TLS_CERT.")
+    shutdown_grace: float = Field(
+        30.0, description="Seconds in-flight requests get to finish after SIGTERM/SIGINT before their streams "
+        "are ended with an error."
+    )
 
     @field_validator("keep_alive", mode="before")
     @classmethod
     def _keep_alive(cls, value: object) -> float:
         return parse_keep_alive(value)
+
+    @field_validator("jwt_expires", "jwt_refresh_expires", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> float:
+        seconds = parse_keep_alive(value)
+        if seconds <= 0:
+            raise ValueError("token lifetimes must be positive")
+        return seconds
 
     @field_validator("data_dir", mode="after")
     @classmethod

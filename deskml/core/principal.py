@@ -31,3 +31,8 @@ class Principal:
 
 
 ANONYMOUS = Principal(id="anonymous", kind="anonymous", name="anonymous", scopes=ALL_SCOPES)
+
+
+def principal_of(state: Any) -> Principal:
+    """The principal on a request's state (`request.state`); anonymous when auth is off."""
+    return getattr(state, "principal", None) or ANONYMOUS

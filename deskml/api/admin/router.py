@@ -1,0 +1,131 @@
+"""deskml's own routes: sign in (`/login`), API keys, users and request history (admin scope).
+
+The auth middleware has already checked the scope by the time a handler runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from deskml.api.admin import schemas as wire
+from deskml.core.errors import BadRequest, NotImplementedFeature
+from deskml.services import history as hist
+from deskml.services.auth import AuthService, CredentialStore, KeyInfo, UserInfo, parse_scopes
+from deskml.services.db import Database
+
+router = APIRouter()
+
+
+def _auth(request: Request) -> AuthService:
+    auth: AuthService | None = getattr(request.app.state, "auth", None)
+    if auth is None:
+        raise NotImplementedFeature("authentication is off on this server (DESKML_AUTH=off)")
+    return auth
+
+
+def _store(request: Request) -> CredentialStore:
+    return CredentialStore(request.app.state.db)
+
+
+def _key(info: KeyInfo) -> dict[str, Any]:
+    return {"id": info.id, "name": info.name, "scopes": sorted(info.scopes), "limits": info.limits,
+            "created_at": info.created_at, "revoked_at": info.revoked_at, "last_used_at": info.last_used_at}
+
+
+def _user(info: UserInfo) -> dict[str, Any]:
+    return {"username": info.username, "scopes": sorted(info.scopes), "limits": info.limits,
+            "created_at": info.created_at, "last_login_at": info.last_login_at}
+
+
+# sign in ---------------------------------------------------------------------------------------
+@router.post("/login")
+async def login(body: wire.LoginRequest, request: Request) -> wire.TokenResponse:
+    return wire.TokenResponse(**await _auth(request).login(body.username, body.password))
+
+
+@router.post("/login/refresh")
+async def refresh(body: wire.RefreshRequest, request: Request) -> wire.TokenResponse:
+    return wire.TokenResponse(**await _auth(request).refresh(body.refresh_token))
+
+
+# API keys --------------------------------------------------------------------------------------
+@router.get("/api/keys")
+async def list_keys(request: Request, revoked: bool = False) -> wire.KeyList:
+    keys = await asyncio.to_thread(_store(request).list_keys, revoked)
+    return wire.KeyList(keys=[wire.KeyOut(**_key(k)) for k in keys])
+
+
+@router.post("/api/keys", status_code=201)
+async def create_key(body: wire.KeyCreate, request: Request) -> wire.KeyCreated:
+    scopes = parse_scopes(body.scopes)
+    info, plaintext = await asyncio.to_thread(_store(request).create_key, body.name, scopes, body.limits)
+    return wire.KeyCreated(**_key(info), key=plaintext)
+
+
+@router.delete("/api/keys/{id_or_name}")
+async def revoke_key(id_or_name: str, request: Request) -> wire.KeyList:
+    revoked = await asyncio.to_thread(_store(request).revoke_key, id_or_name)
+    auth: AuthService | None = getattr(request.app.state, "auth", None)
+    for info in revoked:
+        if auth is not None:
+            auth.forget(info.id)
+    return wire.KeyList(keys=[wire.KeyOut(**_key(k)) for k in revoked])
+
+
+# users -----------------------------------------------------------------------------------------
+@router.get("/api/users")
+async def list_users(request: Request) -> wire.UserList:
+    users = await asyncio.to_thread(_store(request).list_users)
+    return wire.UserList(users=[wire.UserOut(**_user(u)) for u in users])
+
+
+@router.post("/api/users", status_code=201)
+async def create_user(body: wire.UserCreate, request: Request) -> wire.UserOut:
+    scopes = parse_scopes(body.scopes)
+    info = await asyncio.to_thread(_store(request).create_user, body.username, body.password, scopes, body.limits)
+    return wire.UserOut(**_user(info))
+
+
+@router.delete("/api/users/{username}", status_code=204)
+async def delete_user(username: str, request: Request) -> None:
+    await asyncio.to_thread(_store(request).delete_user, username)
+    auth: AuthService | None = getattr(request.app.state, "auth", None)
+    if auth is not None:
+        auth.forget_user(username)
+
+
+# history ---------------------------------------------------------------------------------------
+@router.get("/api/history")
+async def history(
+    request: Request,
+    model: str | None = None,
+    user: str | None = Query(None, description="A key id or a user name."),
+    status: str | None = Query(None, description="200, 4xx, ok or error."),
+    dialect: str | None = None,
+    since: str | None = Query(None, description="ISO time, Unix seconds, or '1h' / '7d' ago."),
+    until: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+    content: bool = Query(True, description="Include request input and output."),
+) -> wire.HistoryPage:
+    db: Database = request.app.state.db
+    q = hist.HistoryQuery(
+        model=model, user=user, status=status, dialect=dialect, limit=limit,
+        since=hist.parse_time(since, name="since") if since else None,
+        until=hist.parse_time(until, name="until") if until else None,
+        cursor=_cursor(cursor),
+    )
+    items, next_cursor = await asyncio.to_thread(hist.query, db, q, content=content)
+    return wire.HistoryPage(items=[wire.HistoryItem(**i) for i in items],
+                            next_cursor=None if next_cursor is None else str(next_cursor))
+
+
+def _cursor(value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise BadRequest("cursor: pass the next_cursor of the previous page", param="cursor")
+    return int(value)

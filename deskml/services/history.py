@@ -1,0 +1,314 @@
+"""Request history: every finished request written to the database, off the request path.
+
+The request-record pipeline hands each finished `RequestRecord` to `HistoryWriter.submit`, which
+only appends to a bounded in-memory buffer. A background task writes the buffer in batches from a
+worker thread. While the database is unreachable, batches go back to the buffer and are retried
+with backoff; once the buffer is full the oldest records are dropped and counted in `dropped`
+(exported as `deskml_history_dropped_total`). Inference never waits on the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from deskml.core.context import RequestRecord
+from deskml.core.durations import parse_duration
+from deskml.core.errors import BadRequest
+from deskml.services.db import Database, HistoryRow
+from deskml.settings import Settings
+
+log = logging.getLogger("deskml.history")
+
+BATCH_SIZE = 500
+CONTENT_LIMIT = 1_000_000  # characters of input or output kept per request
+PRUNE_EVERY_S = 3600.0
+# Errors that mean "the database is not there right now", as opposed to a row it refuses.
+_OUTAGE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError)
+
+
+@dataclass(slots=True)
+class _Pending:
+    record: RequestRecord
+    started_at: float  # Unix time the request began
+    duration_ns: int
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    return None if value is None else value[:size]
+
+
+def _content(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if len(text) > CONTENT_LIMIT:
+        text = json.dumps(text[:CONTENT_LIMIT] + "…[truncated]", ensure_ascii=False)
+    return text
+
+
+def to_row(item: _Pending, keep_content: bool) -> dict[str, Any]:
+    record = item.record
+    extra = {k: v for k, v in record.extra.items() if k != "principal_kind"} or None
+    if extra is not None:
+        extra = json.loads(json.dumps(extra, default=str))
+    return {
+        "request_id": record.request_id[:64],
+        "created_at": datetime.fromtimestamp(item.started_at, UTC),
+        "dialect": (record.dialect or "")[:16],
+        "method": (record.method or "")[:10],
+        "path": (record.path or "")[:512],
+        "status": int(record.status),
+        "model": _clip(record.model, 255),
+        "backend": _clip(record.backend, 64),
+        "principal_id": _clip(record.principal_id, 200),
+        "principal_kind": _clip(record.extra.get("principal_kind"), 16),
+        "client": _clip(record.client, 128),
+        "cache": _clip(record.cache, 16),
+        "duration_ns": item.duration_ns,
+        "queue_ns": record.queue_ns,
+        "load_ns": record.load_ns,
+        "prompt_eval_ns": record.prompt_eval_ns,
+        "eval_ns": record.eval_ns,
+        "ttft_ns": record.ttft_ns,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "error": _clip(record.error, CONTENT_LIMIT),
+        "input": _content(record.input) if keep_content else None,
+        "output": _content(record.output) if keep_content else None,
+        "extra": extra,
+    }
+
+
+class HistoryWriter:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.keep_content = settings.history_content
+        self.capacity = max(1, settings.history_buffer)
+        self.flush_seconds = max(0.05, settings.history_flush_seconds)
+        self.retention_days = settings.history_days
+        self.buffer: deque[_Pending] = deque()
+        # Counters read by metrics and /health-style checks.
+        self.dropped = 0
+        self.written = 0
+        self.write_failures = 0
+        self.healthy = True
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._last_prune = 0.0
+
+    # the record sink: O(1), never blocks, never raises
+    def submit(self, record: RequestRecord) -> None:
+        elapsed = record.elapsed_ns
+        self._push(_Pending(record, time.time() - elapsed / 1e9, elapsed))
+        if len(self.buffer) >= BATCH_SIZE and self._wake is not None:
+            self._wake.set()
+
+    __call__ = submit
+
+    def _push(self, item: _Pending) -> None:
+        if len(self.buffer) >= self.capacity:
+            self.buffer.popleft()
+            self.dropped += 1
+        self.buffer.append(item)
+
+    # background loop
+    def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="deskml-history")
+
+    async def close(self, timeout: float = 10.0) -> None:
+        """Stop the loop and write what is buffered (for at most `timeout` seconds)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        deadline = time.monotonic() + timeout
+        while self.buffer and time.monotonic() < deadline:
+            if not await self.flush():
+                break
+        if self.buffer:
+            log.warning("history: %d records not written at shutdown", len(self.buffer))
+
+    async def _run(self) -> None:
+        assert self._wake is not None
+        delay = self.flush_seconds
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+            self._wake.clear()
+            ok = True
+            while self.buffer and ok:
+                ok = await self.flush()
+            # Back off while the database is down; one attempt per few seconds costs nothing.
+            delay = self.flush_seconds if ok else min(max(5.0, self.flush_seconds), delay * 2)
+            if ok and self.retention_days > 0 and time.monotonic() - self._last_prune > PRUNE_EVERY_S:
+                self._last_prune = time.monotonic()
+                try:
+                    await asyncio.to_thread(self.prune)
+                except sa.exc.SQLAlchemyError as exc:
+                    log.warning("history: pruning failed: %s", exc)
+
+    async def flush(self) -> bool:
+        """Write one batch; False when the database could not be reached (the batch is kept)."""
+        batch = [self.buffer.popleft() for _ in range(min(BATCH_SIZE, len(self.buffer)))]
+        if not batch:
+            return True
+        try:
+            written, refused = await asyncio.to_thread(self._write, batch)
+        except _OUTAGE as exc:
+            self.write_failures += 1
+            if self.healthy:
+                log.warning("history: database unreachable, buffering requests (%s)", _short(exc))
+            self.healthy = False
+            # Put the batch back in front; whatever no longer fits is the oldest and is dropped.
+            room = self.capacity - len(self.buffer)
+            keep = batch[-room:] if room > 0 else []
+            self.dropped += len(batch) - len(keep)
+            self.buffer.extendleft(reversed(keep))
+            return False
+        if not self.healthy:
+            log.warning("history: database reachable again, writing resumed")
+        self.healthy = True
+        self.written += written
+        self.dropped += refused
+        return True
+
+    def _write(self, batch: list[_Pending]) -> tuple[int, int]:
+        rows = [to_row(item, self.keep_content) for item in batch]
+        try:
+            with self.db.session() as session:
+                session.execute(sa.insert(HistoryRow), rows)
+            return len(rows), 0
+        except _OUTAGE:
+            raise
+        except sa.exc.SQLAlchemyError as exc:
+            # One bad row must not block the others: write them one by one, drop the refused.
+            log.warning("history: batch refused (%s); writing rows one by one", _short(exc))
+        written = refused = 0
+        for row in rows:
+            try:
+                with self.db.session() as session:
+                    session.execute(sa.insert(HistoryRow), [row])
+                written += 1
+            except _OUTAGE:
+                raise
+            except sa.exc.SQLAlchemyError as exc:
+                refused += 1
+                log.warning("history: dropped record %s: %s", row["request_id"], _short(exc))
+        return written, refused
+
+    def prune(self) -> int:
+        return prune(self.db, self.retention_days)
+
+
+def prune(db: Database, days: int) -> int:
+    """Delete history older than `days` (0 keeps everything); returns the rows deleted."""
+    if days <= 0:
+        return 0
+    cutoff = datetime.now(UTC) - timedelta(days=days)
+    with db.session() as session:
+        result = session.execute(sa.delete(HistoryRow).where(HistoryRow.created_at < cutoff))
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def _short(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+
+
+# reading ----------------------------------------------------------------------------------------
+@dataclass
+class HistoryQuery:
+    model: str | None = None
+    user: str | None = None  # principal id: a key id or a user name
+    status: str | None = None  # "200", "4xx", "error" (>= 400) or "ok" (< 400)
+    dialect: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: int | None = None  # rows with a smaller id than this (the previous page's last)
+
+
+def parse_time(value: str, *, name: str) -> datetime:
+    """ISO 8601, Unix seconds, or a duration meaning "that long ago" ('1h', '30m', '7d')."""
+    text = value.strip()
+    if text.endswith("d") and text[:-1].replace(".", "", 1).isdigit():
+        return datetime.now(UTC) - timedelta(days=float(text[:-1]))
+    try:
+        seconds = float(text)
+        return datetime.fromtimestamp(seconds, UTC)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=UTC)
+    except ValueError:
+        pass
+    try:
+        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
+    except BadRequest:
+        raise BadRequest(f"{name}: use an ISO time, Unix seconds, or a duration like '1h' or '7d'",
+                         param=name) from None
+
+
+def _status_filter(status: str) -> Any:
+    text = status.strip().lower()
+    if text == "error":
+        return HistoryRow.status >= 400
+    if text == "ok":
+        return HistoryRow.status < 400
+    if len(text) == 3 and text[0].isdigit() and text[1:] == "xx":
+        low = int(text[0]) * 100
+        return sa.and_(HistoryRow.status >= low, HistoryRow.status < low + 100)
+    if text.isdigit():
+        return HistoryRow.status == int(text)
+    raise BadRequest("status: use a code like 200, a class like 4xx, 'ok' or 'error'", param="status")
+
+
+def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[dict[str, Any]], int | None]:
+    """One page of history, newest first, and the cursor of the next page (None at the end)."""
+    if not 1 <= q.limit <= 1000:
+        raise BadRequest("limit must be between 1 and 1000", param="limit")
+    stmt = sa.select(HistoryRow).order_by(HistoryRow.id.desc()).limit(q.limit + 1)
+    if q.model:
+        stmt = stmt.where(HistoryRow.model == q.model)
+    if q.user:
+        stmt = stmt.where(HistoryRow.principal_id == q.user)
+    if q.status:
+        stmt = stmt.where(_status_filter(q.status))
+    if q.dialect:
+        stmt = stmt.where(HistoryRow.dialect == q.dialect)
+    if q.since:
+        stmt = stmt.where(HistoryRow.created_at >= q.since)
+    if q.until:
+        stmt = stmt.where(HistoryRow.created_at < q.until)
+    if q.cursor is not None:
+        stmt = stmt.where(HistoryRow.id < q.cursor)
+    with db.session() as session:
+        rows = list(session.scalars(stmt))
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    items = [row_dict(row, content) for row in rows]
+    return items, (rows[-1].id if more and rows else None)
+
+
+def row_dict(row: HistoryRow, content: bool = True) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        column.key: getattr(row, column.key)
+        for column in HistoryRow.__table__.columns
+        if column.key not in {"input", "output"}
+    }
+    if content:
+        item["input"] = json.loads(row.input) if row.input is not None else None
+        item["output"] = json.loads(row.output) if row.output is not None else None
+    return item
