@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from typing import Any
 
+from deskml.core.cache import CacheKind, ResponseCache
 from deskml.core.context import current_record
 from deskml.core.errors import BadRequest, ContextOverflow
 from deskml.core.types import (
@@ -29,6 +30,7 @@ from deskml.core.types import (
 )
 from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
 from deskml.runtime import gotemplate
+from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
 from deskml.runtime.modelfile import PARAMETER_TYPES
 from deskml.runtime.registry import ModelEntry, Registry
@@ -81,13 +83,21 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
 
 
 class InferenceService:
-    def __init__(self, settings: Settings, registry: Registry, manager: ModelManager) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, manager: ModelManager, cache: ResponseCache | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.manager = manager
+        self.cache = cache  # injected by the app (services/cache.py); None = every reply is fresh
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        async with aclosing(self._admit("chat", request, lambda: self._chat_fresh(request, priority))) as events:
+            async for event in events:
+                yield event
+
+    async def _chat_fresh(self, request: ChatRequest, priority: int) -> AsyncIterator[Event]:
         entry = self.registry.get(request.model)
         messages = self._chat_messages(entry, request.messages)
         template = entry.manifest.template
@@ -122,6 +132,12 @@ class InferenceService:
                     raise
 
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        fresh = lambda: self._generate_fresh(request, priority)  # noqa: E731
+        async with aclosing(self._admit("generate", request, fresh)) as events:
+            async for event in events:
+                yield event
+
+    async def _generate_fresh(self, request: GenerateRequest, priority: int) -> AsyncIterator[Event]:
         entry = self.registry.get(request.model)
         if request.images:
             raise BadRequest(f"model '{entry.name}' does not support images")
@@ -172,6 +188,7 @@ class InferenceService:
 
     async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
         started = time.perf_counter_ns()
+        check_input_size(request, self.settings.max_prompt_chars)
         if not request.inputs:
             entry = self.registry.get(request.model)
             _, load_ns = await self.manager.ensure_loaded(request.model, request.keep_alive, kind="embed")
@@ -212,6 +229,17 @@ class InferenceService:
             )
 
     # internals ---------------------------------------------------------------------------
+    def _admit(
+        self, kind: CacheKind, request: ChatRequest | GenerateRequest, produce: Callable[[], AsyncIterator[Event]]
+    ) -> AsyncIterator[Event]:
+        """Size-check the request, then answer it through the response cache when one is set."""
+        check_input_size(request, self.settings.max_prompt_chars)
+        if self.cache is None:
+            return produce()
+        entry = self.registry.get(request.model)
+        sampling = request.options.merged_over(model_sampling(entry).merged_over(DEFAULT_SAMPLING))
+        return self.cache.stream(kind, cache_identity(entry, self.settings.num_ctx), request, sampling, produce)
+
     def _chat_messages(self, entry: ModelEntry, messages: list[ChatMessage]) -> list[ChatMessage]:
         preset = [ChatMessage.model_validate(m) for m in entry.manifest.messages]
         result = [*preset, *messages]

@@ -1,0 +1,156 @@
+"""Prometheus metrics: one registry per app (never the global default), fed by finished request
+records, plus gauges read from the live state (loaded models, slots, queues) at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from deskml.core.context import RequestRecord
+from deskml.core.errors import Forbidden, Unauthorized
+from deskml.core.principal import SCOPE_ADMIN
+
+PREFIX = "deskml"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+_TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
+
+
+class Metrics:
+    """The app's metrics. `observe` is a record sink; the collector reads `app.state` when scraped."""
+
+    def __init__(self, app_state: Any) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            f"{PREFIX}_requests", "HTTP requests finished, by route, dialect, model and status.",
+            ["route", "method", "dialect", "model", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            f"{PREFIX}_request_duration_seconds", "Time from request start to the last byte of the reply.",
+            ["route", "dialect", "model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.ttft = Histogram(
+            f"{PREFIX}_time_to_first_token_seconds", "Time from admission to the first generated token.",
+            ["model"], buckets=_TTFT_BUCKETS, registry=self.registry,
+        )
+        self.tpot = Histogram(
+            f"{PREFIX}_time_per_output_token_seconds", "Generation time divided by generated tokens, per request.",
+            ["model"], buckets=_TPOT_BUCKETS, registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            f"{PREFIX}_queue_wait_seconds", "Time a request waited for a decoding slot.",
+            ["model"], buckets=_LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.tokens = Counter(
+            f"{PREFIX}_tokens", "Tokens processed, by model and kind (prompt or completion).",
+            ["model", "kind"], registry=self.registry,
+        )
+        self.cache = Counter(
+            f"{PREFIX}_cache_requests", "Cacheable requests by result (hit or miss).", ["result"],
+            registry=self.registry,
+        )
+        self.rate_limited = Counter(
+            f"{PREFIX}_rate_limited", "Requests refused with 429, by the limit that was reached.", ["limit"],
+            registry=self.registry,
+        )
+        self.registry.register(_LiveState(app_state))
+        for result in ("hit", "miss"):
+            self.cache.labels(result)  # present from the start, so rate() works on the first scrape
+
+    def observe(self, record: RequestRecord) -> None:
+        model = record.model or ""
+        route = record.extra.get("route") or "unmatched"
+        self.requests.labels(route, record.method, record.dialect, model, str(record.status)).inc()
+        self.latency.labels(route, record.dialect, model).observe(record.elapsed_ns / 1e9)
+        if record.model and record.cache != "hit":
+            if record.ttft_ns is not None:
+                self.ttft.labels(model).observe(record.ttft_ns / 1e9)
+            if record.completion_tokens > 0 and record.eval_ns > 0:
+                self.tpot.labels(model).observe(record.eval_ns / 1e9 / record.completion_tokens)
+            if record.queue_ns:
+                self.queue_wait.labels(model).observe(record.queue_ns / 1e9)
+            if record.prompt_tokens:
+                self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+            if record.completion_tokens:
+                self.tokens.labels(model, "completion").inc(record.completion_tokens)
+        if record.cache in {"hit", "miss"}:
+            self.cache.labels(record.cache).inc()
+        limited = record.extra.get("rate_limited")
+        if limited:
+            self.rate_limited.labels(str(limited)).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveState(Collector):
+    """Gauges that are facts about now: loaded models, their memory, slots, queues, history drops."""
+
+    def __init__(self, app_state: Any) -> None:
+        self.state = app_state
+
+    def describe(self) -> list[Metric]:
+        return []  # collected fresh at every scrape; nothing to pre-describe
+
+    def collect(self) -> Iterator[Metric]:
+        loaded = GaugeMetricFamily(f"{PREFIX}_models_loaded", "Models loaded now.")
+        memory = GaugeMetricFamily(
+            f"{PREFIX}_model_memory_bytes", "Estimated memory of a loaded model.", labels=["model", "kind"]
+        )
+        running = GaugeMetricFamily(
+            f"{PREFIX}_running_requests", "Requests decoding now, per loaded model.", labels=["model", "kind"]
+        )
+        queued = GaugeMetricFamily(
+            f"{PREFIX}_queued_requests", "Requests waiting for a slot, per loaded model.", labels=["model", "kind"]
+        )
+        slots = GaugeMetricFamily(f"{PREFIX}_slots", "Decoding slots per loaded model.", labels=["model", "kind"])
+        manager = getattr(self.state, "manager", None)
+        models = manager.loaded() if manager is not None else []
+        loaded.add_metric([], len(models))
+        for model in models:
+            labels = [model.name, model.kind]
+            memory.add_metric(labels, model.size_bytes)
+            running.add_metric(labels, model.scheduler.running)
+            queued.add_metric(labels, model.scheduler.queued)
+            slots.add_metric(labels, model.scheduler.slots)
+        yield from (loaded, memory, running, queued, slots)
+        history = getattr(self.state, "history", None)
+        dropped = getattr(history, "dropped", None)
+        if isinstance(dropped, int | float):
+            drops = CounterMetricFamily(
+                f"{PREFIX}_history_dropped", "Request records dropped because the history buffer was full."
+            )
+            drops.add_metric([], dropped)
+            yield drops
+        pending = getattr(history, "pending", None)
+        if isinstance(pending, int | float):
+            yield GaugeMetricFamily(
+                f"{PREFIX}_history_buffered_records", "Request records waiting to be written.", value=pending
+            )
+        drain = getattr(self.state, "drain", None)
+        if drain is not None:
+            yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "HTTP requests running now.",
+                                    value=len(drain.active))
+
+
+router = APIRouter()
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics_endpoint(request: Request) -> Response:
+    state = request.app.state
+    metrics: Metrics | None = getattr(state, "metrics", None)
+    if metrics is None:
+        return Response("metrics are switched off (DESKML_METRICS=false)\n", status_code=404, media_type="text/plain")
+    if state.settings.metrics_auth:
+        principal = getattr(request.state, "principal", None)
+        if principal is None or (principal.kind == "anonymous" and not principal.allows(SCOPE_ADMIN)):
+            raise Unauthorized("metrics need an API key or login with the admin scope (DESKML_METRICS_AUTH)")
+        if not principal.allows(SCOPE_ADMIN):
+            raise Forbidden("metrics need the admin scope (DESKML_METRICS_AUTH)")
+    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
