@@ -2,38 +2,60 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
 from deskml import __version__
 from deskml.app import create_app
+from deskml.services.logging import configure_logging
 from deskml.services.netinfo import is_loopback, lan_addresses, port_in_use
+from deskml.services.redis_store import StartupError, redis_available
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml")
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server, telling the app's drain when SIGTERM/SIGINT arrives: uvicorn stops accepting
+    and waits for open connections; the drain gives running requests `shutdown_grace` seconds and
+    then ends their streams with a final error line, so no client is left hanging."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
+        super().__init__(config)
+        self.deskml_app = app
+        self.grace = grace
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        drain = getattr(self.deskml_app.state, "drain", None)
+        if drain is not None:
+            drain.begin(0.0 if self.should_exit else self.grace)  # a second signal: end streams now
+        super().handle_exit(sig, frame)
+
+
+def _exit_quietly_after_shutdown() -> None:
+    # uvicorn re-raises the signal it caught once it has shut down; with these handlers in place
+    # that is a no-op, so a graceful SIGTERM/SIGINT exits 0 instead of dying by the signal.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda _sig, _frame: None)
 
 
 def banner(settings: Settings, loaded: list[str]) -> str:
     bind = settings.host
     shown = f"[{bind}]" if ":" in bind else bind
-    lines = [f"deskml {__version__} listening on http://{shown}:{settings.port}"]
+    scheme = "https" if settings.tls_cert else "http"
+    lines = [f"deskml {__version__} listening on {scheme}://{shown}:{settings.port}"]
     lines.append(f"  data dir: {settings.data_dir}")
     lines.append(f"  default model: {settings.default_model}")
     lines.append(f"  loaded: {', '.join(loaded) or 'none yet (models load on first use)'}")
     lines.append("  APIs: Ollama /api/*, OpenAI /v1/*")
     if not is_loopback(bind):
-        urls = [f"http://{ip}:{settings.port}" for ip in lan_addresses()]
+        urls = [f"{scheme}://{ip}:{settings.port}" for ip in lan_addresses()]
         lines.append("  from a phone on this network use: " + (", ".join(urls) or "(no LAN address found)"))
     else:
         lines.append("  loopback only: other devices cannot connect (use --host 0.0.0.0 to share on the LAN)")
@@ -41,7 +63,20 @@ def banner(settings: Settings, loaded: list[str]) -> str:
 
 
 def run_server(settings: Settings) -> int:
-    configure_logging(settings.log_level)
+    configure_logging(settings)
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        print("Error: TLS needs both --tls-cert and --tls-key (DESKML_TLS_CERT, DESKML_TLS_KEY).", file=sys.stderr)
+        return 1
+    for tls_file in (settings.tls_cert, settings.tls_key):
+        if tls_file is not None and not tls_file.expanduser().is_file():
+            print(f"Error: TLS file {tls_file} does not exist (make one with `deskml tls selfsigned`).",
+                  file=sys.stderr)
+            return 1
+    try:
+        asyncio.run(redis_available(settings))
+    except StartupError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     if port_in_use(settings.host, settings.port):
         print(
             f"Error: port {settings.port} on {settings.host} is already in use (another deskml or Ollama?). "
@@ -56,8 +91,13 @@ def run_server(settings: Settings) -> int:
     app = create_app(settings, on_ready=ready)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-        timeout_graceful_shutdown=30, access_log=False, lifespan="on",
+        # uvicorn's own cut-off is a backstop: the drain ends streams at shutdown_grace.
+        timeout_graceful_shutdown=int(settings.shutdown_grace) + 10, access_log=False, lifespan="on",
+        log_config=None,  # keep deskml's handlers (JSON or text) for uvicorn's messages too
+        ssl_certfile=str(settings.tls_cert.expanduser()) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key.expanduser()) if settings.tls_key else None,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app, settings.shutdown_grace)
+    _exit_quietly_after_shutdown()
     server.run()
-    return 0
+    return 0 if server.started else 1

@@ -52,6 +52,14 @@ class Settings(BaseSettings):
     )
     num_ctx: int = Field(4096, description="Default context length per request (Ollama's num_ctx).")
     num_threads: int = Field(0, description="CPU threads for inference; 0 = all physical cores.")
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
+        "q8_0",
+        description="KV cache precision for LLMs. q8_0 halves cache memory (measured: 339 vs 507 MB RSS for "
+        "SmolLM2 with 4x4096 slots) at no measured speed cost; f16 is llama.cpp's default.",
+    )
+    flash_attention: bool = Field(
+        True, description="Use flash attention in llama.cpp (required for a quantized KV cache)."
+    )
     ollama_stream_default: bool = Field(
         True,
         description="What Ollama endpoints do when a request omits 'stream'. Ollama streams (true). "

@@ -16,9 +16,11 @@ from rich.table import Table
 
 from deskml import __version__
 from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
+from deskml.cli.tls import tls_app
 from deskml.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="deskml: local AI/ML inference server.")
+app.add_typer(tls_app, name="tls")
 console = Console()
 err = Console(stderr=True)
 
@@ -85,12 +87,15 @@ def serve(
     preload: bool | None = typer.Option(None, "--preload/--no-preload", help="Load the default model at start."),
     num_parallel: int | None = typer.Option(None, help="Parallel slots per model (DESKML_NUM_PARALLEL)."),
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
+    tls_cert: Path | None = typer.Option(None, help="TLS certificate (PEM) to serve HTTPS (DESKML_TLS_CERT)."),
+    tls_key: Path | None = typer.Option(None, help="TLS private key (PEM) (DESKML_TLS_KEY)."),
 ) -> None:
     """Start the server."""
     overrides: dict[str, Any] = {
         k: v for k, v in {
             "host": host, "port": port, "data_dir": data_dir, "preload": preload,
             "num_parallel": num_parallel, "log_level": log_level,
+            "tls_cert": tls_cert, "tls_key": tls_key,
         }.items() if v is not None
     }
     settings = Settings(**overrides)

@@ -93,6 +93,9 @@ class Drain:
 
     def _begin(self, grace: float) -> None:
         if self.draining:
+            if grace <= 0 and not self.expired:  # asked again: stop waiting
+                self.close()
+                self._expire()
             return
         self.draining = True
         if self.active:
