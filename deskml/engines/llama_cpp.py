@@ -52,6 +52,8 @@ class LlamaLoadConfig:
     chat_template: str | None = None  # a Jinja template overriding the GGUF's own
     engine_log: bool = False
     batch: int = 512
+    kv_cache_type: str = "q8_0"
+    flash_attention: bool = True
 
 
 def _restore_python_signal_handlers() -> None:
@@ -104,6 +106,14 @@ class LlamaCppModel:
         # that nobody learns makes that port useless to other local users.
         params.api_keys = [secrets.token_urlsafe(32)]
         params.verbosity = 1 if cfg.engine_log else -1
+        fa = xllamacpp.llama_flash_attn_type
+        params.flash_attn_type = (
+            fa.LLAMA_FLASH_ATTN_TYPE_ENABLED if cfg.flash_attention else fa.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        if cfg.kv_cache_type != "f16" and cfg.flash_attention:  # a quantized V cache needs flash attention
+            kv_type = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{cfg.kv_cache_type.upper()}")
+            params.cache_type_k = kv_type
+            params.cache_type_v = kv_type
         if cfg.threads > 0:
             params.cpuparams.n_threads = cfg.threads
             params.cpuparams_batch.n_threads = cfg.threads

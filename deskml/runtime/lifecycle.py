@@ -70,8 +70,12 @@ def _physical_memory() -> int:
         return 8 << 30
 
 
-def estimate_bytes(metadata: dict[str, Any], file_size: int, total_ctx: int) -> int:
-    """Weights (mmapped file) + f16 KV cache for `total_ctx` tokens + a fixed compute margin."""
+# Bytes per cached K/V element for each KV cache type (ggml block sizes: q8_0 34 B / 32, q4_0 18 B / 32).
+KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}
+
+
+def estimate_bytes(metadata: dict[str, Any], file_size: int, total_ctx: int, kv_type: str = "f16") -> int:
+    """Weights (mmapped file) + KV cache for `total_ctx` tokens + a fixed compute margin."""
     arch = metadata.get("general.architecture", "")
     layers = int(metadata.get(f"{arch}.block_count", 0) or 0)
     embd = int(metadata.get(f"{arch}.embedding_length", 0) or 0)
@@ -80,7 +84,7 @@ def estimate_bytes(metadata: dict[str, Any], file_size: int, total_ctx: int) -> 
     kv_heads = int(max(kv_heads) if isinstance(kv_heads, list) else kv_heads)
     key_len = int(metadata.get(f"{arch}.attention.key_length", embd // max(heads, 1)) or 0)
     value_len = int(metadata.get(f"{arch}.attention.value_length", key_len) or 0)
-    kv = total_ctx * layers * kv_heads * (key_len + value_len) * 2
+    kv = int(total_ctx * layers * kv_heads * (key_len + value_len) * KV_BYTES.get(kv_type, 2.0))
     return file_size + kv + (64 << 20)
 
 
@@ -201,7 +205,8 @@ class ModelManager:
     async def _load(self, entry: ModelEntry, kind: Kind, ctx: int) -> LoadedModel:
         info = self.registry.gguf_info(entry)
         parallel = max(1, self.settings.num_parallel)
-        size = estimate_bytes(info.metadata, entry.size, ctx * parallel)
+        kv_type = self.settings.kv_cache_type if self.settings.flash_attention else "f16"
+        size = estimate_bytes(info.metadata, entry.size, ctx * parallel, kv_type)
         await self._make_room(size)
         template = entry.manifest.template
         jinja = template if template and not gotemplate.is_go_template(template) else None
@@ -209,6 +214,7 @@ class ModelManager:
             LlamaLoadConfig(
                 path=entry.path, num_ctx=ctx, num_parallel=parallel, threads=self.settings.num_threads,
                 embedding=kind == "embed", chat_template=jinja, engine_log=self.settings.engine_log,
+                kv_cache_type=self.settings.kv_cache_type, flash_attention=self.settings.flash_attention,
             )
         )
         started = time.perf_counter()
