@@ -13,6 +13,9 @@ from fastapi import FastAPI
 
 from deskml import __version__
 from deskml.app import create_app
+from deskml.services.auth import InsecureBind
+from deskml.services.datalayer import preflight, summary
+from deskml.services.db import DatabaseError
 from deskml.services.logging import configure_logging
 from deskml.services.netinfo import is_loopback, lan_addresses, port_in_use
 from deskml.services.redis_store import StartupError, redis_available
@@ -84,9 +87,16 @@ def run_server(settings: Settings) -> int:
             file=sys.stderr,
         )
         return 1
+    try:
+        preflight(settings)
+    except (DatabaseError, InsecureBind) as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
+
     def ready(app: FastAPI) -> None:
         loaded = [m.name for m in app.state.manager.loaded()]
-        print(banner(settings, loaded), file=sys.stderr, flush=True)
+        lines = [banner(settings, loaded), *summary(app.state)]
+        print("\n".join(lines), file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=ready)
     config = uvicorn.Config(

@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.table import Table
 
 from deskml import __version__
+from deskml.cli.admin import register as register_admin_commands
 from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
 from deskml.cli.tls import tls_app
 from deskml.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="deskml: local AI/ML inference server.")
+register_admin_commands(app)
 app.add_typer(tls_app, name="tls")
 console = Console()
 err = Console(stderr=True)
@@ -89,13 +91,16 @@ def serve(
     log_level: str | None = typer.Option(None, help="debug, info, warning or error."),
     tls_cert: Path | None = typer.Option(None, help="TLS certificate (PEM) to serve HTTPS (DESKML_TLS_CERT)."),
     tls_key: Path | None = typer.Option(None, help="TLS private key (PEM) (DESKML_TLS_KEY)."),
+    insecure: bool | None = typer.Option(
+        None, "--insecure", help="Serve a non-loopback address without any API key or user (DESKML_INSECURE)."),
+    auth: str | None = typer.Option(None, help="auto, required, optional or off (DESKML_AUTH)."),
 ) -> None:
     """Start the server."""
     overrides: dict[str, Any] = {
         k: v for k, v in {
             "host": host, "port": port, "data_dir": data_dir, "preload": preload,
             "num_parallel": num_parallel, "log_level": log_level,
-            "tls_cert": tls_cert, "tls_key": tls_key,
+            "tls_cert": tls_cert, "tls_key": tls_key, "insecure": insecure, "auth": auth,
         }.items() if v is not None
     }
     settings = Settings(**overrides)

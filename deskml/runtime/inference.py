@@ -33,6 +33,7 @@ from deskml.runtime import gotemplate
 from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
 from deskml.runtime.modelfile import PARAMETER_TYPES
+from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.scheduler import PRIORITY_LIVE
 from deskml.settings import Settings
@@ -93,7 +94,8 @@ class InferenceService:
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
-        async with aclosing(self._admit("chat", request, lambda: self._chat_fresh(request, priority))) as events:
+        events = self._admit("chat", request, lambda: self._chat_fresh(request, priority))
+        async with aclosing(self._recorded(request, events)) as events:
             async for event in events:
                 yield event
 
@@ -133,7 +135,7 @@ class InferenceService:
 
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
         fresh = lambda: self._generate_fresh(request, priority)  # noqa: E731
-        async with aclosing(self._admit("generate", request, fresh)) as events:
+        async with aclosing(self._recorded(request, self._admit("generate", request, fresh))) as events:
             async for event in events:
                 yield event
 
@@ -189,6 +191,8 @@ class InferenceService:
     async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
         started = time.perf_counter_ns()
         check_input_size(request, self.settings.max_prompt_chars)
+        if self.settings.history and self.settings.history_content:
+            note_input(request)
         if not request.inputs:
             entry = self.registry.get(request.model)
             _, load_ns = await self.manager.ensure_loaded(request.model, request.keep_alive, kind="embed")
@@ -229,6 +233,12 @@ class InferenceService:
             )
 
     # internals ---------------------------------------------------------------------------
+    def _recorded(self, request: ChatRequest | GenerateRequest, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+        """Note input and output on the request record when the history keeps them."""
+        if self.settings.history and self.settings.history_content:
+            return recorded(request, events)
+        return events
+
     def _admit(
         self, kind: CacheKind, request: ChatRequest | GenerateRequest, produce: Callable[[], AsyncIterator[Event]]
     ) -> AsyncIterator[Event]:

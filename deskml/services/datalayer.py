@@ -6,9 +6,10 @@ import asyncio
 import logging
 from typing import Any
 
-from deskml.services.auth import AuthService, anonymous_allowed
+from deskml.services.auth import AuthService, CredentialStore, anonymous_allowed
 from deskml.services.db import Database, redacted
 from deskml.services.history import HistoryWriter
+from deskml.services.netinfo import is_loopback
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.db")
@@ -27,8 +28,9 @@ async def start_data_services(state: Any, settings: Settings) -> None:
         state.auth = None
     else:
         state.auth = await asyncio.to_thread(AuthService.build, settings, db)
-    sinks: list[Any] = getattr(state, "record_sinks", None) or []
-    state.record_sinks = sinks
+    sinks: list[Any] | None = getattr(state, "record_sinks", None)
+    if sinks is None:
+        sinks = state.record_sinks = []
     state.history = None
     if settings.history:
         writer = HistoryWriter(db, settings)
@@ -48,3 +50,37 @@ async def stop_data_services(state: Any) -> None:
     db: Database | None = getattr(state, "db", None)
     if db is not None:
         db.close()
+
+
+def preflight(settings: Settings) -> None:
+    """Before the server binds: migrate the database and refuse an unprotected network bind.
+
+    Raises DatabaseError or InsecureBind, whose messages are meant for the person starting it.
+    """
+    db = Database.from_settings(settings)
+    try:
+        db.migrate()
+        credentials = CredentialStore(db).count_credentials()
+    finally:
+        db.close()
+    anonymous_allowed(settings, credentials)
+
+
+def summary(state: Any) -> list[str]:
+    """Banner lines: how callers authenticate and where history goes."""
+    auth: AuthService | None = getattr(state, "auth", None)
+    db: Database | None = getattr(state, "db", None)
+    lines = []
+    if auth is None:
+        lines.append("  auth: off (DESKML_AUTH=off): every caller has every scope")
+    elif not auth.allow_anonymous:
+        lines.append("  auth: an API key or a login token is required (deskml keys create --name NAME)")
+    elif is_loopback(auth.settings.host):
+        lines.append("  auth: optional on loopback (callers without a key get every scope)")
+    else:
+        lines.append("  auth: NONE (--insecure): anyone on the network can use every endpoint")
+    writer: HistoryWriter | None = getattr(state, "history", None)
+    if db is not None:
+        where = redacted(db.url)
+        lines.append(f"  history: {where}" if writer is not None else f"  history: off (database {where})")
+    return lines

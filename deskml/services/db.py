@@ -207,6 +207,9 @@ class Database:
         starting together do not both create the tables."""
         from alembic import command
 
+        # Alembic narrates each step at INFO; deskml's own log says what matters.
+        if not log.isEnabledFor(logging.DEBUG):
+            logging.getLogger("alembic").setLevel(logging.WARNING)
         try:
             with self.engine.begin() as conn, _migration_lock(conn):
                 command.upgrade(alembic_config(conn), revision)
