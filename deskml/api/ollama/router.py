@@ -17,6 +17,7 @@ from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.registry import Registry
+from deskml.runtime.service_models import service_model_cards
 
 # The Ollama version deskml's API matches; clients gate features on it.
 OLLAMA_COMPAT_VERSION = "0.13.0"
@@ -155,6 +156,14 @@ async def tags(request: Request) -> wire.ListResponse:
         models.append(wire.ListModel(
             name=entry.name, model=entry.name, modified_at=tr.timestamp(entry.modified_at), size=entry.size,
             digest=tr.short_digest(entry.digest), details=tr.details(info, entry.manifest.parent),
+        ))
+    for card in service_model_cards(request.app.state.services):  # embeddings, vision, speech, images
+        models.append(wire.ListModel(
+            name=card.name, model=card.name, modified_at=tr.timestamp(card.modified_at), size=card.size,
+            digest=card.digest, details=wire.ModelDetails(
+                format=card.format, family=card.family, families=[card.family] if card.family else None,
+                parameter_size=card.parameter_size,
+            ),
         ))
     return wire.ListResponse(models=models)
 

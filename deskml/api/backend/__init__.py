@@ -1,0 +1,1 @@
+"""The seed's ML-backend API (its Dart `MLBackendService`): /health, /api/llm, /api/vision, ..."""

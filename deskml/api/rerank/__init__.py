@@ -1,0 +1,1 @@
+"""Rerank endpoints (`/v1/rerank`, `/api/rerank`) in the Jina / Cohere shape."""

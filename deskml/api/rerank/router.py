@@ -1,0 +1,31 @@
+"""`POST /v1/rerank` and `POST /api/rerank`: order documents by relevance to a query.
+
+Scores are cosine similarities of sentence embeddings (all-minilm by default), so any embedding
+model can rerank; errors follow the path's dialect (OpenAI error object under /v1, Ollama's
+`{"error": ...}` under /api).
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from deskml.api.rerank import schemas as wire
+from deskml.api.rerank import translate as tr
+from deskml.runtime.service_tasks import ServiceTasks
+
+router = APIRouter()
+
+
+def _tasks(request: Request) -> ServiceTasks:
+    return request.app.state.service_tasks
+
+
+@router.post("/v1/rerank")
+@router.post("/api/rerank")
+async def rerank(body: wire.RerankRequest, request: Request) -> JSONResponse:
+    result = await _tasks(request).rerank(tr.to_core(body))
+    reply = tr.to_wire(body, result, f"rerank-{uuid.uuid4().hex}")
+    return JSONResponse(reply.model_dump(exclude_none=True))
