@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from deskml.core.aio import wait_event
+
 log = logging.getLogger("deskml.runtime.batching")
 
 ItemT = TypeVar("ItemT")
@@ -76,8 +78,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         while self._pending:
             if len(self._pending) < self.max_size and self.max_wait > 0:
                 self._full.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self.max_wait)
+                await wait_event(self._full, self.max_wait)
             batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size :]
             live = [(item, future) for item, future in batch if not future.done()]
             if not live:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from deskml.core.aio import wait_event
 from deskml.core.errors import Busy, ModelLoadError
 from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
 from deskml.runtime import gotemplate
@@ -255,8 +256,7 @@ class ModelManager:
             if time.monotonic() > deadline:
                 raise Busy("every loaded model is busy; no room to load another", retry_after=5.0)
             self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=0.5)
+            await wait_event(self._changed, 0.5)
 
     async def _unload(self, model: LoadedModel) -> None:
         if model.draining:
@@ -285,6 +285,5 @@ class ModelManager:
             self._changed.clear()
             upcoming = [m.expires_at for m in self._loaded.values() if m.expires_at is not None]
             timeout = max(0.05, min(upcoming) - time.time()) if upcoming else 3600.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=min(timeout, 60.0))
+            await wait_event(self._changed, min(timeout, 60.0))
 

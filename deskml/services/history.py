@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from deskml.core.aio import wait_event
 from deskml.core.context import RequestRecord
 from deskml.core.durations import parse_duration
 from deskml.core.errors import BadRequest
@@ -144,8 +145,7 @@ class HistoryWriter:
         assert self._wake is not None
         delay = self.flush_seconds
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+            await wait_event(self._wake, delay)
             self._wake.clear()
             ok = True
             while self.buffer and ok:
