@@ -20,6 +20,9 @@ from deskml.runtime.packages import builtin_models
 from deskml.runtime.store import ModelStore
 from deskml.settings import Settings
 
+# Database fixtures for the auth and history suites (SQLite, and PostgreSQL/MariaDB in CI).
+pytest_plugins = ["tests.dbs"]
+
 MODEL = "smollm2:135m"
 
 

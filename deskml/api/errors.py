@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from deskml.core.context import current_record
 from deskml.core.errors import DeskmlError
 
 log = logging.getLogger("deskml.api")
@@ -85,17 +86,26 @@ def format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _note_error(message: str) -> None:
+    """Keep the message on the request record, so the history says why a request failed."""
+    record = current_record()
+    if record is not None and record.error is None:
+        record.error = message
+
+
 def install_handlers(app: Any) -> None:
     @app.exception_handler(DeskmlError)
     async def _deskml(request: Request, exc: DeskmlError) -> JSONResponse:
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
+        _note_error(exc.message)
         return error_response(dialect_for_path(request.url.path), exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         dialect = dialect_for_path(request.url.path)
         message = format_validation(exc)
+        _note_error(message)
         return JSONResponse(error_body(dialect, 400, message), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)

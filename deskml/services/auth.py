@@ -35,6 +35,7 @@ KEY_PREFIX = "dk_"
 JWT_ALGORITHM = "HS256"
 JWT_ISSUER = "deskml"
 _SIGNING_SECRET = "jwt_signing_key"
+TOUCH_EVERY_S = 60.0  # last_used_at is a hint, not an audit log: one write a minute per key at most
 
 
 # scopes ----------------------------------------------------------------------------------------
@@ -308,6 +309,7 @@ class AuthService:
         # while the database is unreachable, so a DB outage does not lock clients out.
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._touched: dict[str, float] = {}  # key id -> when last_used_at was last written
 
     @classmethod
     def build(cls, settings: Settings, db: Database) -> AuthService:
@@ -348,7 +350,8 @@ class AuthService:
         if len(self._cache) > 10000:
             self._cache.clear()
         self._cache[cache_key] = (principal, now)
-        if principal.kind == "key":
+        if principal.kind == "key" and now - self._touched.get(principal.id, -TOUCH_EVERY_S) >= TOUCH_EVERY_S:
+            self._touched[principal.id] = now
             self._spawn(self.store.touch_key, principal.id)
         return principal
 
