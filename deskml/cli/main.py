@@ -17,6 +17,7 @@ from rich.table import Table
 from deskml import __version__
 from deskml.cli.admin import register as register_admin_commands
 from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
+from deskml.cli.hub import register as register_hub_commands
 from deskml.cli.tls import tls_app
 from deskml.settings import Settings
 
@@ -25,6 +26,7 @@ register_admin_commands(app)
 app.add_typer(tls_app, name="tls")
 console = Console()
 err = Console(stderr=True)
+register_hub_commands(app)
 
 
 def _version(value: bool) -> None:
@@ -291,14 +293,6 @@ def _chat_turn(client: Client, model: str, messages: list[dict[str, str]], fmt: 
         pass
     sys.stdout.write("\n\n")
     return "".join(parts)
-
-
-@app.command()
-def pull(model: str) -> None:
-    """Make a model available (models already here succeed at once)."""
-    client = _client(timeout=None)
-    for item in _call(lambda: list(client.stream("/api/pull", {"model": model, "stream": True}))):
-        console.print(item.get("status", ""))
 
 
 @app.command()

