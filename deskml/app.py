@@ -11,14 +11,18 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deskml import __version__
 from deskml.api.admin.router import router as admin_router
+from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
+from deskml.api.openai.media import router as openai_media_router
 from deskml.api.rerank.router import router as rerank_router
 from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
+from deskml.runtime.media import MediaService
+from deskml.runtime.media_catalog import media_specs
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_catalog import service_specs
 from deskml.runtime.service_models import user_detector_specs
@@ -54,8 +58,9 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         app.state.hub = Hub(settings, registry)
         app.state.manager = manager
         app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
-        services = ServiceManager(service_specs(), settings.keep_alive)
+        services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive)
         app.state.services = services
+        app.state.media = MediaService(services)
         detectors = (settings.detect_models_dir or settings.data_dir / "detectors").expanduser()
         services.specs.extend(user_detector_specs(detectors))
         app.state.service_tasks = ServiceTasks(
@@ -98,6 +103,8 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)
+    app.include_router(openai_media_router)
+    app.include_router(backend_media_router)
     app.include_router(rerank_router)
     app.include_router(backend_router)
     app.include_router(metrics_router)

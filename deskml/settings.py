@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
     )
+    image_models_dir: Path | None = Field(
+        None, description="Folder of diffusers pipelines for image generation, one `save_pretrained` "
+        "directory per model, served under the directory's name. Default: <data_dir>/image-models."
+    )
     batch_max_size: int = Field(
         8, ge=1, description="Most concurrent requests to one vision or embedding model run as one forward pass "
         "(dynamic batching); 1 turns batching off.",
@@ -213,3 +217,7 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def image_models_path(self) -> Path:
+        return (self.image_models_dir or self.data_dir / "image-models").expanduser()

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from deskml import __version__
+from deskml.api.ollama import images
 from deskml.api.ollama import schemas as wire
 from deskml.api.ollama import translate as tr
 from deskml.api.ollama.models import create_model, show_model
@@ -93,6 +94,8 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
 
 @router.post("/api/generate")
 async def generate(body: wire.GenerateRequest, request: Request) -> Response:
+    if images.is_image_model(request, body.model):  # diffusion models answer with progress and an image
+        return await images.generate(body, request, _wants_stream(request, body.stream))
     service = _inference(request)
     req = tr.generate_request(body)
     stream = _wants_stream(request, body.stream)
