@@ -44,7 +44,9 @@ def _redact(text: str) -> str:
             out.append(" ")
             i += 1
         end = i
-        while end < len(text) and not text[end].isspace() and text[end] not in "\"',;}":
+        # An Authorization value may be "<scheme> <credentials>": mask up to the end of the value.
+        stops = "\n\"',;}&" if hit == "authorization:" else " \t\n\"',;}&"
+        while end < len(text) and text[end] not in stops:
             end += 1
         if end > i:
             out.append("[redacted]")

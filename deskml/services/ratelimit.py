@@ -107,21 +107,24 @@ class RateLimiter:
 
     async def admit(self, key: str, budget: Budget) -> Verdict:
         now = time.time()
-        shown: tuple[int, int, float] | None = None  # limit, remaining, reset: the tightest budget
+        shown: tuple[int, int, float] | None = None  # limit, remaining, seconds to reset: the tightest
         if budget.tokens_per_hour:
             item = self._token_item(budget)
             stats = await self.tokens.get_window_stats(item, key)
+            reset_in = min(stats.reset_time - now, item.get_expiry())
             if stats.remaining <= 0:
-                return self._refusal("tokens_per_hour", item.amount, stats.reset_time - now)
-            shown = (item.amount, stats.remaining, stats.reset_time)
+                return self._refusal("tokens_per_hour", item.amount, reset_in)
+            shown = (item.amount, stats.remaining, reset_in)
         for name, item in self._items(budget):
-            if not await self.requests.hit(item, key):
-                stats = await self.requests.get_window_stats(item, key)
-                return self._refusal(name, item.amount, stats.reset_time - now)
+            allowed = await self.requests.hit(item, key)
             stats = await self.requests.get_window_stats(item, key)
+            # whole-second clocks in the storages can put the reset a second past the window
+            reset_in = min(stats.reset_time - now, item.get_expiry())
+            if not allowed:
+                return self._refusal(name, item.amount, reset_in)
             if shown is None or stats.remaining / item.amount < shown[1] / shown[0]:
-                shown = (item.amount, stats.remaining, stats.reset_time)
-        headers = _headers(shown[0], shown[1], shown[2] - now) if shown else None
+                shown = (item.amount, stats.remaining, reset_in)
+        headers = _headers(*shown) if shown else None
         return Verdict(True, headers=headers)
 
     async def charge(self, key: str, budget: Budget, tokens: int) -> None:
