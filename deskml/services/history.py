@@ -107,6 +107,11 @@ class HistoryWriter:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
 
+    @property
+    def pending(self) -> int:
+        """Records waiting to be written."""
+        return len(self.buffer)
+
     # the record sink: O(1), never blocks, never raises
     def submit(self, record: RequestRecord) -> None:
         elapsed = record.elapsed_ns
