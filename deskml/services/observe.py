@@ -254,6 +254,7 @@ class Observe:
             return
         if not started:
             await self._refuse(record, send)
+            record.error = "ended by shutdown"
             return
         chunk = _final_error_chunk(content_type, record.dialect)
         if chunk is None:
