@@ -180,7 +180,8 @@ class Settings(BaseSettings):
     )
     cache: bool = Field(
         True, description="Cache replies to deterministic requests (temperature 0 or a fixed seed) and replay "
-        "them for identical requests. Per request: header 'Cache-Control: no-cache' or 'X-Deskml-Cache: off'."
+        "them for identical requests. Per request, 'X-Deskml-Cache: off' or 'Cache-Control: no-store' bypasses "
+        "the cache and 'Cache-Control: no-cache' refreshes the entry."
     )
     cache_ttl: float = Field(3600.0, description="Seconds a cached reply stays valid.")
     cache_max_entries: int = Field(1024, description="Replies kept by the in-memory cache (least recently used go).")

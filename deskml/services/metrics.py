@@ -111,13 +111,18 @@ class _LiveState(Collector):
         slots = GaugeMetricFamily(f"{PREFIX}_slots", "Decoding slots per loaded model.", labels=["model", "kind"])
         manager = getattr(self.state, "manager", None)
         models = manager.loaded() if manager is not None else []
-        loaded.add_metric([], len(models))
         for model in models:
             labels = [model.name, model.kind]
             memory.add_metric(labels, model.size_bytes)
             running.add_metric(labels, model.scheduler.running)
             queued.add_metric(labels, model.scheduler.queued)
             slots.add_metric(labels, model.scheduler.slots)
+        # vision, embedding and other service models (no slots or queue of their own)
+        services = getattr(self.state, "services", None)
+        others = services.loaded() if services is not None and hasattr(services, "loaded") else []
+        for item in others:
+            running.add_metric([item.spec.name, str(item.spec.kind)], getattr(item, "active", 0))
+        loaded.add_metric([], len(models) + len(others))
         yield from (loaded, memory, running, queued, slots)
         history = getattr(self.state, "history", None)
         dropped = getattr(history, "dropped", None)
