@@ -62,10 +62,10 @@ def test_sigterm_ends_streams_in_flight_and_exits_0(tmp_path: Path) -> None:
         for thread in threads:
             thread.join(timeout=10)
         assert code == 0, server.log()
-        assert 2.5 < took < 15, took
+        assert 2.5 < took < 25, took  # the grace period, then a prompt exit
         long = results["long"]
         assert results["long:status"] == 200 and results["long:end"] == "closed"
-        assert all("error" not in line for line in long[:-1]) and len(long) > 10
+        assert all("error" not in line for line in long[:-1]) and len(long) > 3
         assert "shutting down" in long[-1]["error"]  # the stream ended with an error line, not a cut
         late = results.get("late:status")
         assert late in {503, None} or results["late"][-1].get("done") is True  # refused, or served whole
