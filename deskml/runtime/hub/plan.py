@@ -111,7 +111,7 @@ def is_hf_repo_ref(ref: str) -> bool:
 
 
 def quant_of(filename: str) -> str | None:
-    stem = filename.rsplit("/", 1)[-1].removesuffix(".gguf")
+    stem = re.sub(r"-\d{5}-of-\d{5}$", "", filename.rsplit("/", 1)[-1].removesuffix(".gguf"))
     match = _QUANT.search(stem)
     return match.group(1).upper() if match else None
 
