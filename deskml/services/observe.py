@@ -233,8 +233,8 @@ class Observe:
         finally:
             if gone and not complete and record.error is None:
                 record.error = "client disconnected"
-            if record.status == 0:
-                record.status = 500
+            if record.status == 0:  # nothing was sent: the client left first (499, as nginx logs it) or a crash
+                record.status = 499 if gone else 500
             record.extra["route"] = self.route_template(scope["app"], record.method, path)
             reset_record(token)
             await run_sinks(getattr(state, "record_sinks", []), record)
