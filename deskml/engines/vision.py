@@ -119,7 +119,7 @@ class EfficientNetClassifier:
     def preprocess(self, data: bytes) -> np.ndarray:
         from PIL import Image
 
-        image = decode_rgb(data, "image")
+        image = decode_rgb(data, "image", min_side=RESIZE_TO)
         scale = RESIZE_TO / min(image.size)
         resized = image.resize(
             (max(IMAGE_SIZE, round(image.width * scale)), max(IMAGE_SIZE, round(image.height * scale))),

@@ -1,9 +1,10 @@
 """Dynamic batching: concurrent requests to one model share one forward pass.
 
 A `MicroBatcher` collects submissions until it has `max_size` of them or `max_wait` seconds have
-passed since the first one arrived, then runs them as one batch. While a batch runs, new
-submissions queue up and form the next batch at once, so under load batches fill by themselves
-and a lone request waits at most `max_wait`. Nothing polls: waiting is an `asyncio.Event` with a
+passed since the first one arrived, then runs them as one batch. It only waits for requests that
+have announced themselves (`incoming()`: they are being decoded and will submit in a moment), so
+a lone request never waits at all. While a batch runs, new submissions queue up and form the next
+batch at once, so under load batches fill by themselves. Nothing polls: waiting is an `asyncio.Event` with a
 timeout. One batch runs at a time per batcher, which also keeps CPU threads from contending.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -46,23 +47,38 @@ class MicroBatcher(Generic[ItemT, ResultT]):
         self.max_wait = max(0.0, max_wait)
         self.stats = BatchStats()
         self._pending: list[tuple[ItemT, asyncio.Future[ResultT]]] = []
-        self._full = asyncio.Event()
+        self._full = asyncio.Event()  # set when waiting is pointless: batch full or nobody announced
+        self._incoming = 0
         self._worker: asyncio.Task[None] | None = None
 
     @property
     def queued(self) -> int:
         return len(self._pending)
 
-    async def submit(self, item: ItemT) -> ResultT:
+    @contextlib.contextmanager
+    def incoming(self) -> Iterator[None]:
+        """Announce a request that will `enqueue` soon, so a forming batch waits for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
+            if self._incoming == 0:
+                self._full.set()
+
+    def enqueue(self, item: ItemT) -> asyncio.Future[ResultT]:
         future: asyncio.Future[ResultT] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
         if len(self._pending) >= self.max_size:
             self._full.set()
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain(), name="deskml-microbatch")
+        return future
+
+    async def submit(self, item: ItemT) -> ResultT:
         # A caller that goes away cancels only its own future; the batch it was in still runs
         # for the others, and its result is dropped.
-        return await future
+        return await self.enqueue(item)
 
     async def close(self) -> None:
         if self._worker is not None and not self._worker.done():
@@ -76,7 +92,7 @@ class MicroBatcher(Generic[ItemT, ResultT]):
 
     async def _drain(self) -> None:
         while self._pending:
-            if len(self._pending) < self.max_size and self.max_wait > 0:
+            if len(self._pending) < self.max_size and self._incoming > 0 and self.max_wait > 0:
                 self._full.clear()
                 await wait_event(self._full, self.max_wait)
             batch, self._pending = self._pending[: self.max_size], self._pending[self.max_size :]

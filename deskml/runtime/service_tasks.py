@@ -117,8 +117,11 @@ class ServiceTasks:
         spec = self.services.get_spec(model, "classify")
         engine, load_ns = await self.services.engine(spec)
         _note(spec.name, spec.kind)
-        pixels = await self.services.run(spec, engine.preprocess, image)
-        probs = await self.batcher(spec, engine, engine.forward).submit(pixels)
+        batcher = self.batcher(spec, engine, engine.forward)
+        with batcher.incoming():  # decoding in a worker thread; a forming batch waits for it
+            pixels = await self.services.run(spec, engine.preprocess, image)
+            pending = batcher.enqueue(pixels)
+        probs = await pending
         predictions = [Prediction(index=i, label=label, score=score) for i, label, score in engine.top(probs, top_k)]
         return ClassifyResult(
             model=spec.name, predictions=predictions, load_ns=load_ns, total_ns=time.perf_counter_ns() - started

@@ -52,18 +52,39 @@ def test_batches_never_exceed_max_size_and_later_arrivals_form_the_next() -> Non
     assert max(sizes) <= 4 and sum(sizes) == 10 and sizes[0] == 4
 
 
-def test_a_lone_request_waits_at_most_max_wait() -> None:
+def test_a_lone_request_does_not_wait_for_the_timer() -> None:
     async def echo(items: list[str]) -> list[str]:
         return items
 
     async def main() -> float:
-        batcher = MicroBatcher(echo, max_size=8, max_wait=0.02)
+        batcher = MicroBatcher(echo, max_size=8, max_wait=2.0)
         loop = asyncio.get_running_loop()
         started = loop.time()
         assert await batcher.submit("only") == "only"
         return loop.time() - started
 
-    assert run(main()) < 0.5
+    assert run(main()) < 0.5  # nobody announced: the batch runs at once, not after max_wait
+
+
+def test_a_forming_batch_waits_for_announced_requests() -> None:
+    sizes: list[int] = []
+
+    async def echo(items: list[int]) -> list[int]:
+        sizes.append(len(items))
+        return items
+
+    async def request(batcher: MicroBatcher[int, int], value: int, decode_seconds: float) -> int:
+        with batcher.incoming():
+            await asyncio.sleep(decode_seconds)  # stands in for decoding the upload in a thread
+            pending = batcher.enqueue(value)
+        return await pending
+
+    async def main() -> list[int]:
+        batcher = MicroBatcher(echo, max_size=8, max_wait=1.0)
+        return list(await asyncio.gather(*(request(batcher, i, 0.01 * i) for i in range(4))))
+
+    assert run(main()) == [0, 1, 2, 3]
+    assert sizes == [4]  # the first waited for the three still decoding, then ran at once
 
 
 def test_an_engine_error_reaches_every_caller_of_that_batch_only() -> None:
