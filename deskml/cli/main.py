@@ -295,6 +295,17 @@ def _chat_turn(client: Client, model: str, messages: list[dict[str, str]], fmt: 
     return "".join(parts)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench(ctx: typer.Context) -> None:
+    """Benchmark deskml against llama-cpp-python and the seed's Flask+transformers (see bench/README.md).
+
+    Options pass through: --systems, --concurrency, --per-client, --max-tokens, --python-peer, --out.
+    """
+    from deskml.bench.llm import main as run_bench
+
+    run_bench(list(ctx.args))
+
+
 @app.command()
 def version() -> None:
     """Show client and server versions."""
