@@ -97,3 +97,17 @@ def test_service_models_are_listed_in_tags(svc_client: TestClient) -> None:
         assert models[name]["size"] > 1_000_000
         assert len(models[name]["digest"]) == 64
     assert models["all-minilm:latest"]["details"]["family"] == "bert"
+
+
+def test_official_openai_client_embeddings_with_all_minilm(svc_client: TestClient) -> None:
+    paths = {getattr(route, "path", "") for route in svc_client.app.routes}
+    if "/v1/embeddings" not in paths:
+        pytest.skip("/v1/embeddings is not in this build yet (the OpenAI dialect routes it via InferenceService.embed)")
+    import openai
+
+    client = openai.OpenAI(base_url="http://testserver/v1", api_key="unused", http_client=svc_client)
+    reply = client.embeddings.create(model="all-minilm", input=["A man plays guitar.", "Someone strums a guitar.",
+                                                                  "Interest rates rose."])
+    vectors = [item.embedding for item in reply.data]
+    assert [item.index for item in reply.data] == [0, 1, 2] and len(vectors[0]) == 384
+    assert _cos(vectors[0], vectors[1]) > _cos(vectors[0], vectors[2])
