@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     flash_attention: bool = Field(
         True, description="Use flash attention in llama.cpp (required for a quantized KV cache)."
     )
+    num_batch: int = Field(
+        128,
+        description="Prompt tokens an LLM evaluates per step. llama.cpp interleaves a long prompt with the "
+        "other slots' decoding step by step, so a smaller batch bounds how long a long prompt stalls other "
+        "streams (about num_batch / prompt-speed seconds), at some cost in prompt speed.",
+    )
     ollama_stream_default: bool = Field(
         True,
         description="What Ollama endpoints do when a request omits 'stream'. Ollama streams (true). "

@@ -216,6 +216,8 @@ class ModelManager:
                 path=entry.path, num_ctx=ctx, num_parallel=parallel, threads=self.settings.num_threads,
                 embedding=kind == "embed", chat_template=jinja, engine_log=self.settings.engine_log,
                 kv_cache_type=self.settings.kv_cache_type, flash_attention=self.settings.flash_attention,
+                # an embedding input must fit one micro-batch whole, so embedding contexts batch a full context
+                batch=ctx if kind == "embed" else max(32, self.settings.num_batch),
             )
         )
         started = time.perf_counter()
