@@ -55,7 +55,7 @@ def credentials(name: str, data_dir: Path) -> dict[str, str]:
     if name == "jwt+history":
         cli(data_dir, "users", "create", "bench", "--password-stdin", stdin="bench-password\n")
         return {}
-    return {"Authorization": "Bearer " + cli(data_dir, "keys", "create", "--name", "bench")}
+    return {"Authorization": "Bearer " + cli(data_dir, "keys", "create", "--name", "bench", "--scopes", "all")}
 
 
 def timed(client: httpx.Client, method: str, url: str, **kwargs: object) -> float:
@@ -92,24 +92,28 @@ def main() -> None:
                 timed(client, "GET", "/api/ps")
                 timed(client, "POST", "/api/generate", json={"model": MODEL, "prompt": f"warm {i}", "stream": False,
                                                                "options": {"temperature": 0, "num_predict": 1}})
+        names = list(clients)
         for i in range(args.rounds):
-            for name, client in clients.items():
-                results.setdefault(("ps", name), []).append(timed(client, "GET", "/api/ps"))
-            for name, client in clients.items():
+            # Rotate who goes first, so no server always follows the same neighbour.
+            order = names[i % len(names):] + names[: i % len(names)]
+            for name in order:
+                results.setdefault(("ps", name), []).append(timed(clients[name], "GET", "/api/ps"))
+            for name in order:
+                client = clients[name]
                 body = {"model": MODEL, "prompt": f"Question {i}: what is {i} plus {i}?", "stream": False,
                         "options": {"temperature": 0, "num_predict": 1}}
                 results.setdefault(("generate", name), []).append(timed(client, "POST", "/api/generate", json=body))
-        time.sleep(1.5)  # let the history writers flush
-        admin = clients["key+history"]
-        recorded = admin.get("/api/history", params={"limit": 1000, "content": "false"}).json()["items"]
-        print(f"{args.rounds} requests of each kind per server, interleaved; latency in ms "
-              f"(key+history recorded {len(recorded)} of the last 1000 requests)")
+        print(f"{args.rounds} requests of each kind per server, interleaved; latency in ms")
         print(f"{'request':<10} {'server':<12} {'median':>8} {'p90':>8} {'median vs off':>14}")
         for kind in ("ps", "generate"):
             base = summary(results[(kind, "off")])[0]
             for name in CONFIGS:
                 median, p90 = summary(results[(kind, name)])
                 print(f"{kind:<10} {name:<12} {median * 1000:8.2f} {p90 * 1000:8.2f} {median / base:13.3f}x")
+        time.sleep(1.5)  # let the history writers flush
+        page = clients["key+history"].get("/api/history", params={"limit": 1000, "content": "false"})
+        page.raise_for_status()
+        print(f"key+history: the last {len(page.json()['items'])} requests are in its history")
     finally:
         for server in servers.values():
             server.stop()
