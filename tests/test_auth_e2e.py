@@ -143,3 +143,31 @@ def test_lan_bind_refused_without_keys_unless_insecure(tmp_path: Path) -> None:
         assert "auth: an API key or a login token is required" in secured.log()
     finally:
         secured.stop()
+
+
+def test_cli_db_users_and_revoke_act_on_the_servers_database(tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from deskml.app import create_app
+    from tests.conftest import make_settings
+
+    upgraded = cli(tmp_path, "db", "upgrade")
+    assert upgraded.returncode == 0 and "schema at revision" in upgraded.stdout
+    assert "revision" in cli(tmp_path, "db", "current").stdout
+    made = cli(tmp_path, "users", "create", "erin", "--scopes", "inference", "--password-stdin",
+               stdin="erin-password\n")
+    assert made.returncode == 0 and "created user erin" in made.stdout
+    short = cli(tmp_path, "users", "create", "frank", "--password-stdin", stdin="short\n")
+    assert short.returncode == 1 and "at least 8 characters" in short.stderr
+    assert "erin" in cli(tmp_path, "users", "list").stdout
+    key = cli(tmp_path, "keys", "create", "--name", "tv").stdout.strip()
+    bad_scope = cli(tmp_path, "keys", "create", "--name", "x", "--scopes", "superuser")
+    assert bad_scope.returncode == 1 and "unknown scope" in bad_scope.stderr
+    with TestClient(create_app(make_settings(tmp_path, auth="required", auth_cache_seconds=0))) as client:
+        login = client.post("/login", json={"username": "erin", "password": "erin-password"})
+        assert login.status_code == 200 and login.json()["scopes"] == ["inference"]
+        assert client.get("/api/tags", headers={"X-API-Key": key}).status_code == 200
+        revoked = cli(tmp_path, "keys", "revoke", "tv")
+        assert revoked.returncode == 0 and "revoked key" in revoked.stdout
+        assert client.get("/api/tags", headers={"X-API-Key": key}).status_code == 401
+    assert cli(tmp_path, "keys", "revoke", "tv").returncode == 1
