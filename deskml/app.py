@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
         services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive)
         app.state.services = services
-        app.state.media = MediaService(services)
+        app.state.media = MediaService(services, settings.image_models_path)
         detectors = (settings.detect_models_dir or settings.data_dir / "detectors").expanduser()
         services.specs.extend(user_detector_specs(detectors))
         app.state.service_tasks = ServiceTasks(

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.utils import logging as diffusers_logging
 
 from deskml.core.errors import BadRequest, ModelLoadError
 from deskml.core.media import ImageDone, ImageRequest
@@ -61,6 +62,7 @@ class DiffusersEngine:
         self._lock = threading.Lock()
 
     def load(self) -> None:
+        diffusers_logging.disable_progress_bar()  # per-component load bars would flood the server log
         pipe = DiffusionPipeline.from_pretrained(str(self.path), dtype=torch.float32, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
         self.pipe = pipe.to("cpu")

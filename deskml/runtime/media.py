@@ -12,6 +12,7 @@ import contextlib
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from deskml.core import media as m
@@ -24,8 +25,9 @@ _PARAGRAPH_PAUSE = 0.35  # seconds of silence between paragraphs spoken as separ
 
 
 class MediaService:
-    def __init__(self, services: ServiceManager) -> None:
+    def __init__(self, services: ServiceManager, image_models_dir: Path | None = None) -> None:
         self.services = services
+        self.image_models_dir = image_models_dir
 
     # plumbing ----------------------------------------------------------------------------------
     async def _events(self, spec: ServiceSpec, work: Callable[[threading.Event, Callable[[Any], None]], None],
@@ -133,6 +135,11 @@ class MediaService:
 
     # images ------------------------------------------------------------------------------------
     def image_spec(self, name: str | None) -> ServiceSpec:
+        if name is None and not any(s.kind == "image" for s in self.services.specs):
+            where = f" into {self.image_models_dir}" if self.image_models_dir else ""
+            raise NotImplementedFeature(
+                f"no image model is installed: put a diffusers pipeline directory (save_pretrained layout){where} "
+                "and restart; the engine needs pip install 'deskml[image]'")
         return self.services.get_spec(name, "image")
 
     async def generate_image(self, req: m.ImageRequest) -> AsyncIterator[m.ImageEvent]:
