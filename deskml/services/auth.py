@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from deskml.core.errors import BadRequest, Conflict, NotFound, Unauthorized
+from deskml.core.errors import BadRequest, Busy, Conflict, NotFound, Unauthorized
 from deskml.core.principal import ALL_SCOPES, Principal
 from deskml.services.db import ApiKey, Database, ServerSecret, User, utcnow
 from deskml.services.netinfo import is_loopback
@@ -262,6 +262,11 @@ class CredentialStore:
             return row.value
 
 
+def _db_down(what: str) -> Busy:
+    # 503, not 401: the credentials may well be fine, and the client should retry, not re-authenticate.
+    return Busy(f"cannot {what} right now: the auth database is unreachable", retry_after=5)
+
+
 # bind policy -----------------------------------------------------------------------------------
 class InsecureBind(RuntimeError):
     """The server would be open to the network without credentials; the message says what to do."""
@@ -352,11 +357,13 @@ class AuthService:
         try:
             principal: Principal | None = await asyncio.to_thread(lookup)
         except sa.exc.SQLAlchemyError as exc:
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
             if hit is not None:
-                log.warning("database unreachable, trusting a key verified %.0fs ago: %s", now - hit[1], exc)
+                log.warning("auth database unreachable, trusting credentials verified %.0fs ago: %s",
+                            now - hit[1], reason)
                 return hit[0]
-            log.error("database unreachable, cannot verify credentials: %s", exc)
-            raise Unauthorized("cannot verify credentials right now: the auth database is unreachable") from None
+            log.error("auth database unreachable, cannot verify credentials: %s", reason)
+            raise _db_down("verify credentials") from None
         if principal is None:
             self._cache.pop(cache_key, None)
             return None
@@ -430,7 +437,7 @@ class AuthService:
         try:
             principal = await asyncio.to_thread(self.store.verify_password, username, password)
         except sa.exc.SQLAlchemyError:
-            raise Unauthorized("cannot sign in right now: the auth database is unreachable") from None
+            raise _db_down("sign in") from None
         if principal is None:
             raise Unauthorized("wrong user name or password")
         return self.issue(principal)
@@ -441,7 +448,7 @@ class AuthService:
         try:
             principal = await asyncio.to_thread(self.store.user_principal, username)
         except sa.exc.SQLAlchemyError:
-            raise Unauthorized("cannot refresh right now: the auth database is unreachable") from None
+            raise _db_down("refresh tokens") from None
         if principal is None:
             raise Unauthorized("the user of this token no longer exists")
         return self.issue(principal)

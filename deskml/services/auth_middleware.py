@@ -17,7 +17,7 @@ from deskml.core.principal import ANONYMOUS, SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE
 from deskml.services.auth import AuthService
 
 PUBLIC_PATHS = frozenset({"/", "/api/version", "/health", "/login", "/login/refresh"})
-ADMIN_PREFIXES = ("/api/keys", "/api/users", "/api/history", "/api/admin", "/metrics")
+ADMIN_PREFIXES = ("/api/keys", "/api/users", "/api/history", "/api/admin", "/api/doctor", "/metrics")
 # Routes that change what models exist on this machine.
 MODEL_ROUTES = frozenset({
     ("POST", "/api/create"), ("DELETE", "/api/delete"), ("POST", "/api/pull"), ("POST", "/api/push"),
@@ -108,7 +108,9 @@ class AuthMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             return
-        headers = {"WWW-Authenticate": 'Bearer realm="deskml"'} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": 'Bearer realm="deskml"'} if exc.status == 401 else {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
         code = "invalid_api_key" if exc.status == 401 else "insufficient_scope" if exc.status == 403 else exc.code
         body = error_body(dialect_for_path(path), exc.status, exc.message, code=code)
         await JSONResponse(body, status_code=exc.status, headers=headers)(scope, receive, send)
