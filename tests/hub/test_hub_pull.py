@@ -196,3 +196,11 @@ def test_shared_blob_is_stored_once_and_collected_when_unused(hub_app: HubApp, t
         assert len(list(blobs.glob("sha256-*"))) == 1  # still used by tiny-twin
         assert client.request("DELETE", "/api/delete", json={"model": "tiny-twin"}).status_code == 200
         assert not list(blobs.glob("sha256-*"))
+
+
+def test_a_url_without_published_size_is_sized_by_head_before_the_disk_check(hub_app: HubApp, fake_hub: FakeHub,
+                                                                            gguf_sha: str) -> None:
+    with hub_app(disk_reserve_mb=10**12) as client:
+        response = client.post("/api/pull", json={"model": f"{fake_hub.url}/cdn/{gguf_sha}"})
+        assert response.status_code == 507
+    assert [m for m, p, _r in fake_hub.requests if p.startswith("/cdn/")] == ["HEAD"]

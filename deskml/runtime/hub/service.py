@@ -285,14 +285,18 @@ class Hub:
                 return PullJob(self, reference, None, client, local=local)
             if plan is not None:
                 self._check_disk(plan)
-                await self._probe(plan, client)
+                if await self._probe(plan, client):
+                    self._check_disk(plan)  # the probe learned a size nobody had published
             return PullJob(self, reference, plan, client)
         except BaseException:
             await client.aclose()
             raise
 
-    async def _probe(self, plan: PullPlan, client: httpx.AsyncClient) -> None:
-        """Reach the first source still needed, so "network down" or "gated" is a status, not a stream line."""
+    async def _probe(self, plan: PullPlan, client: httpx.AsyncClient) -> bool:
+        """Reach the first source still needed, so "network down" or "gated" is a status, not a stream line.
+
+        Returns True when it learned the size of a file that had none (a plain URL).
+        """
         store = self.registry.store
         for item in plan.files:
             if item.digest and store.has_blob(item.digest):
@@ -300,7 +304,7 @@ class Hub:
             source = item.sources[0]
             if isinstance(source, PypiSource):
                 await self.pypi(client).choose(source)
-                return
+                return False
             headers = self.hf(client).headers() if source.hub else {}
             try:
                 response = await client.head(source.url, headers=headers)
@@ -308,7 +312,12 @@ class Hub:
                 raise network_error(exc, source.url) from None
             if response.status_code in (401, 403, 404):
                 raise status_error(response, item.name)
-            return
+            length = response.headers.get("content-length", "")
+            if item.size is None and len(item.sources) == 1 and response.status_code == 200 and length.isdigit():
+                item.size = int(length)
+                return True
+            return False
+        return False
 
     def _check_disk(self, plan: PullPlan) -> None:
         store = self.registry.store
