@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from deskml.core import media as m
 from deskml.core.errors import BadRequest, NotImplementedFeature
-from deskml.runtime.services import ServiceManager, ServiceSpec
+from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec
 
 T = TypeVar("T")
 _END = object()
@@ -178,7 +178,7 @@ class MediaService:
             raise BadRequest("image generation was cancelled")
         return done
 
-    async def load(self, name: str | None, kind: Any) -> tuple[ServiceSpec, int]:
+    async def load(self, name: str | None, kind: ServiceKind) -> tuple[ServiceSpec, int]:
         spec = self.services.get_spec(name, kind)
         _engine, load_ns = await self.services.engine(spec)
         return spec, load_ns
