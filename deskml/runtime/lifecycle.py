@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from deskml.core.aio import wait_event
-from deskml.core.errors import Busy, ModelLoadError
+from deskml.core.errors import BadRequest, Busy, ModelLoadError
 from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
 from deskml.runtime import gotemplate
 from deskml.runtime.registry import ModelEntry, Registry
@@ -182,6 +182,9 @@ class ModelManager:
 
     async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int) -> tuple[LoadedModel, bool]:
         """The loaded, pinned model, and whether this call had to wait for it to load."""
+        if entry.manifest.kind != "llm":  # a pulled embedding/Whisper/voice model is no llama.cpp model
+            raise BadRequest(f"'{entry.name}' is a model of kind {entry.manifest.kind}, not a language model; "
+                             f"use the endpoint for that kind (see docs/models.md)", param="model")
         key = (entry.name, kind, ctx)
         while True:
             model = self._loaded.get(key)

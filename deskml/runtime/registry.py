@@ -79,6 +79,8 @@ class Registry:
         return sorted(entries.values(), key=lambda e: e.modified_at, reverse=True)
 
     def gguf_info(self, entry: ModelEntry) -> GGUFInfo:
+        if entry.manifest.format not in (None, "gguf"):
+            return _described(entry.manifest)  # embeddings, Whisper, voices: what the manifest says
         key = (str(entry.path), entry.path.stat().st_mtime)
         with self._lock:
             info = self._gguf_cache.get(key)
@@ -168,3 +170,15 @@ class Registry:
             cache[key] = digest
             self._digest_file.write_text(json.dumps(cache), "utf-8")
             return digest
+
+
+def _described(manifest: Manifest) -> GGUFInfo:
+    """Model facts for a non-GGUF model, from its manifest (what pulls record), for show and tags."""
+    size = (manifest.parameter_size or "").upper()
+    scale = {"K": 1e3, "M": 1e6, "B": 1e9}.get(size[-1:], 0)
+    try:
+        count = int(float(size[:-1]) * scale) if scale else 0
+    except ValueError:
+        count = 0
+    metadata: dict[str, Any] = {"general.architecture": manifest.family or manifest.kind, "general.name": manifest.name}
+    return GGUFInfo(metadata=metadata, parameter_count=count)

