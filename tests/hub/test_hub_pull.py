@@ -204,3 +204,18 @@ def test_a_url_without_published_size_is_sized_by_head_before_the_disk_check(hub
         response = client.post("/api/pull", json={"model": f"{fake_hub.url}/cdn/{gguf_sha}"})
         assert response.status_code == 507
     assert [m for m, p, _r in fake_hub.requests if p.startswith("/cdn/")] == ["HEAD"]
+
+
+def test_local_file_and_models_already_here(hub_app: HubApp, tmp_path: Path, gguf_bytes: bytes,
+                                            gguf_sha: str) -> None:
+    path = tmp_path / "My-Model-Q4_1.gguf"
+    path.write_bytes(gguf_bytes)
+    with hub_app() as client:
+        lines = ndjson(client.post("/api/pull", json={"model": str(path)}).text)
+        assert lines[-1] == {"status": "success"}
+        assert _tags(client)["my-model:Q4_1"]["digest"] == gguf_sha
+        assert client.post("/api/pull", json={"model": str(tmp_path / "missing.gguf")}).status_code == 404
+        # the bundled package model and a model made here need no download
+        assert ndjson(client.post("/api/pull", json={"model": "smollm2"}).text)[-1] == {"status": "success"}
+        client.post("/api/copy", json={"source": "my-model:Q4_1", "destination": "mine"})
+        assert ndjson(client.post("/api/pull", json={"model": "mine"}).text)[-1] == {"status": "success"}

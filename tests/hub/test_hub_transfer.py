@@ -125,3 +125,16 @@ def test_import_refuses_bad_tars(tmp_path: Path, case: str) -> None:
     assert expected in raised.value.message
     assert store.manifest_list() == []
     assert not (tmp_path / "escaped").exists() and not list(store.blobs.glob(".partial-*"))
+
+
+def test_a_package_bundled_model_exports_as_a_blob(tmp_path: Path, smollm2_gguf: Path) -> None:
+    registry = Registry(ModelStore(tmp_path / "a"))  # with the bundled packages
+    tar = tmp_path / "smol.tar"
+    assert export_models(registry, ["smollm2"], tar) == ["smollm2:135m"]
+    store = ModelStore(tmp_path / "b")
+    assert import_models(store, tar) == ["smollm2:135m"]
+    manifest = store.read("smollm2:135m")
+    assert manifest is not None and not manifest.builtin and manifest.files[0].path is None
+    digest = manifest.files[0].digest or ""
+    assert store.blob_path(digest).stat().st_size == smollm2_gguf.stat().st_size
+    assert digest == "sha256:" + hashlib.sha256(smollm2_gguf.read_bytes()).hexdigest()

