@@ -1,7 +1,7 @@
 """Request overhead of the production layer, side by side in one run.
 
 Starts deskml servers on the same machine with the same model and sends them the same requests in
-turn (A, B, C, A, B, C, ... one at a time, so only one works at any moment):
+turn (one at a time, so only one works at any moment; the order rotates every round):
 
   off      no rate limits, no cache, no metrics, access log off (log level warning), no auth, no history
   traffic  rate limits (counted, never reached), cache (every request a miss that is stored),
@@ -76,10 +76,14 @@ def main() -> None:
                 timed(client, "GET", "/api/ps")
                 timed(client, "POST", "/api/generate", json={"model": MODEL, "prompt": f"warm {i}", "stream": False,
                                                                "options": {"temperature": 0, "num_predict": 1}})
+        names = list(clients)
         for i in range(args.rounds):
-            for name, client in clients.items():
-                results.setdefault(("ps", name), []).append(timed(client, "GET", "/api/ps"))
-            for name, client in clients.items():
+            # rotate who goes first each round, so no server always follows the same one
+            order = names[i % len(names):] + names[: i % len(names)]
+            for name in order:
+                results.setdefault(("ps", name), []).append(timed(clients[name], "GET", "/api/ps"))
+            for name in order:
+                client = clients[name]
                 body = {"model": MODEL, "prompt": f"Question {i}: what is {i} plus {i}?", "stream": False,
                         "options": {"temperature": 0, "num_predict": 1}}
                 results.setdefault(("generate", name), []).append(timed(client, "POST", "/api/generate", json=body))

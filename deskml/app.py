@@ -17,6 +17,7 @@ from deskml.api.errors import install_handlers
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
 from deskml.api.openai.media import router as openai_media_router
+from deskml.api.openai.router import router as openai_router
 from deskml.api.rerank.router import router as rerank_router
 from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)
+    app.include_router(openai_router)
     app.include_router(openai_media_router)
     app.include_router(backend_media_router)
     app.include_router(rerank_router)

@@ -102,3 +102,27 @@ async def ndjson_lines(
     finally:
         with contextlib.suppress(BaseException):
             await rest.aclose()  # type: ignore[attr-defined]
+
+
+async def sse_lines(
+    first: T | None,
+    rest: AsyncIterator[T],
+    render: Callable[[T], list[dict[str, Any]]],
+    on_error: Callable[[DeskmlError | Exception], dict[str, Any]],
+) -> AsyncIterator[str]:
+    """Render a primed event stream as server-sent events ending `data: [DONE]`, as OpenAI streams;
+    an error mid-stream becomes one final `data: {"error": ...}` event (the `openai` client raises it)."""
+    try:
+        if first is not None:
+            for item in render(first):
+                yield f"data: {dumps(item)}\n\n"
+        async for event in rest:
+            for item in render(event):
+                yield f"data: {dumps(item)}\n\n"
+    except Exception as exc:  # DeskmlError or an engine fault after the headers went out
+        yield f"data: {dumps(on_error(exc))}\n\n"
+        return
+    finally:
+        with contextlib.suppress(BaseException):
+            await rest.aclose()  # type: ignore[attr-defined]
+    yield "data: [DONE]\n\n"

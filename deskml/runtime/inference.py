@@ -29,7 +29,7 @@ from deskml.core.types import (
     Timings,
 )
 from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
-from deskml.runtime import gotemplate
+from deskml.runtime import gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
 from deskml.runtime.modelfile import PARAMETER_TYPES
@@ -104,37 +104,42 @@ class InferenceService:
 
     async def _chat_fresh(self, request: ChatRequest, priority: int) -> AsyncIterator[Event]:
         entry = self.registry.get(request.model)
-        messages = self._chat_messages(entry, request.messages)
         template = entry.manifest.template
-        if template and gotemplate.is_go_template(template):
-            prompt = gotemplate.render_prompt(
-                template, system=None, messages=[_template_message(m) for m in messages],
-                tools=[{"type": "function", "function": t.model_dump()} for t in request.tools],
+        go_template = bool(template) and gotemplate.is_go_template(template or "")
+        native = not go_template and tools.template_supports_tools(template or self._gguf_template(entry))
+        plan = tools.plan(request, self._chat_messages(entry, request.messages), native)
+        messages = plan.messages
+        body = self._body(entry, request, schema=plan.schema)
+        if go_template:
+            body["prompt"] = gotemplate.render_prompt(
+                template or "", system=None, messages=[_template_message(m) for m in messages], tools=[]
             )
-            body = self._body(entry, request)
-            body["prompt"] = prompt
-            async with aclosing(self._run(entry, request, "completion", body, priority)) as events:
+            run = self._run(entry, request, "completion", body, priority)
+            async with aclosing(tools.constrained_events(plan, run)) as events:
                 async for event in events:
                     yield event
             return
-        body = self._body(entry, request)
-        if request.tools:
-            body["tools"] = [{"type": "function", "function": t.model_dump()} for t in request.tools]
-            choice = request.tool_choice
-            body["tool_choice"] = (
-                {"type": "function", "function": {"name": choice.name}} if choice.mode == "function" else choice.mode
-            )
+        if plan.mode == "native":
+            body["tools"] = [{"type": "function", "function": t.model_dump()} for t in plan.tools]
+            body["tool_choice"] = "auto"
             body["parallel_tool_calls"] = request.parallel_tool_calls
         while True:
             body["messages"] = [message_body(m) for m in messages]
             try:
-                async with aclosing(self._run(entry, request, "chat", body, priority)) as events:
+                run = self._run(entry, request, "chat", body, priority)
+                async with aclosing(tools.constrained_events(plan, run)) as events:
                     async for event in events:
                         yield event
                 return
             except ContextOverflow:
                 if not request.truncate or not _drop_oldest(messages):
                     raise
+
+    def _gguf_template(self, entry: ModelEntry) -> str | None:
+        try:
+            return self.registry.gguf_info(entry).chat_template
+        except (OSError, ValueError):
+            return None
 
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
         fresh = lambda: self._generate_fresh(request, priority)  # noqa: E731
@@ -262,12 +267,24 @@ class InferenceService:
             result.insert(0, ChatMessage(role="system", content=entry.manifest.system))
         return result
 
-    def _body(self, entry: ModelEntry, request: InferenceCommon) -> dict[str, Any]:
-        sampling = request.options.merged_over(model_sampling(entry).merged_over(DEFAULT_SAMPLING))
+    def _body(
+        self, entry: ModelEntry, request: InferenceCommon, schema: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """llama.cpp's request body; `schema` (a tool-call reply's) replaces the request's format."""
+        defaults = DEFAULT_SAMPLING
+        if schema is not None:
+            # A tool-call reply repeats what the prompt just said (key names, tool names, quotes),
+            # which the default repeat penalty punishes: on SmolLM2-135M (f16 KV cache) it turned
+            # a weather question's call into a plain answer. The request or Modelfile can still set one.
+            defaults = defaults.model_copy(update={"repeat_penalty": 1.0})
+        sampling = request.options.merged_over(model_sampling(entry).merged_over(defaults))
         body = sampling_body(sampling)
         body["cache_prompt"] = True
         body["stream_options"] = {"include_usage": True}
-        if request.format is not None:
+        if schema is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
+            body["json_schema"] = schema
+        elif request.format is not None:
             if request.format.kind == "json_schema" and request.format.schema_ is not None:
                 body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.format.schema_}}
                 body["json_schema"] = request.format.schema_

@@ -15,6 +15,7 @@ from deskml.api.ollama import schemas as wire
 from deskml.core import types as core
 from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
+from deskml.core.json_schema import check_json_schema
 from deskml.runtime.gguf import GGUFInfo
 from deskml.runtime.inference import split_options
 
@@ -45,19 +46,6 @@ def response_format(value: wire.Format) -> core.ResponseFormat | None:
         check_json_schema(value)
         return core.ResponseFormat(kind="json_schema", schema=value)
     raise BadRequest(f"invalid format {value!r}: use \"json\" or a JSON schema object", param="format")
-
-
-def check_json_schema(schema: dict[str, Any]) -> None:
-    """Reject a schema that is not valid JSON Schema before it reaches the grammar compiler."""
-    try:
-        import jsonschema
-    except ImportError:  # pragma: no cover - jsonschema ships with the server
-        return
-    try:
-        validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise BadRequest(f"invalid JSON schema: {exc.message}", param="format") from None
 
 
 def images(values: list[str] | None) -> list[bytes]:
