@@ -218,11 +218,14 @@ def test_database_outage_requests_answered_drops_counted_history_resumes(db_kind
                 else:  # a key never verified before cannot be checked: retry later, not "bad key"
                     assert unseen.status_code == 503 and unseen.headers["retry-after"] == "5"
                     assert "auth database is unreachable" in unseen.json()["error"]
-                assert writer.dropped >= 12 - 5 and writer.written == 2
+                # Settled: no batch in flight, every outage-time record either waiting or dropped.
+                wait_for(lambda: writer.dropped + writer.pending == 13, timeout=30, what="the buffer to settle")
+                assert writer.pending <= 5 and writer.dropped >= 13 - 5 and writer.written == 2
 
                 outage.up()
-                wait_for(lambda: writer.healthy and not writer.buffer, timeout=30, what="writing to resume")
-                assert writer.written + writer.dropped == 15
+                wait_for(lambda: writer.healthy and writer.written + writer.dropped == 15, timeout=30,
+                         what="writing to resume")
+                assert not writer.buffer
                 assert client.get("/api/tags", headers=bearer(key)).status_code == 200
                 wait_for(lambda: writer.written + writer.dropped == 16 and not writer.buffer, what="the last row")
                 rows = history(client, key, limit=100)["items"]
