@@ -14,6 +14,7 @@ from deskml.api.admin.router import router as admin_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
+from deskml.api.hub.router import router as hub_router
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
 from deskml.api.openai.media import router as openai_media_router
@@ -104,6 +105,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)
+    app.include_router(hub_router)
     app.include_router(openai_router)
     app.include_router(openai_media_router)
     app.include_router(backend_media_router)

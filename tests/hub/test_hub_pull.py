@@ -219,3 +219,20 @@ def test_local_file_and_models_already_here(hub_app: HubApp, tmp_path: Path, ggu
         assert ndjson(client.post("/api/pull", json={"model": "smollm2"}).text)[-1] == {"status": "success"}
         client.post("/api/copy", json={"source": "my-model:Q4_1", "destination": "mine"})
         assert ndjson(client.post("/api/pull", json={"model": "mine"}).text)[-1] == {"status": "success"}
+
+
+def test_catalog_and_usage_routes(hub_app: HubApp) -> None:
+    with hub_app() as client:
+        found = client.get("/api/hub/catalog", params={"q": "tiny-"}).json()["models"]
+        assert {m["name"] for m in found} == {"tiny-chat:latest", "tiny-twin:latest", "tiny-pypi:latest"}
+        assert not any(m["installed"] for m in found)
+        assert ndjson(client.post("/api/pull", json={"model": "tiny-chat"}).text)[-1] == {"status": "success"}
+        assert ndjson(client.post("/api/pull", json={"model": "tiny-twin"}).text)[-1] == {"status": "success"}
+        found = {m["name"]: m for m in client.get("/api/hub/catalog", params={"q": "tiny-"}).json()["models"]}
+        assert found["tiny-chat:latest"]["installed"] and not found["tiny-pypi:latest"]["installed"]
+        whisper = client.get("/api/hub/catalog", params={"q": "whisper"}).json()["models"]
+        assert {m["kind"] for m in whisper} == {"asr"}
+        usage = client.get("/api/hub/usage").json()
+        assert usage["blobs"] == 1 and usage["free_bytes"] > 0
+        sizes = {m["name"]: m for m in usage["models"]}
+        assert sizes["tiny-chat:latest"]["shared"] == sizes["tiny-chat:latest"]["size"] == usage["blob_bytes"]
