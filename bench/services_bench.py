@@ -129,12 +129,12 @@ def engine_alone() -> None:
     import onnxruntime as ort
     import torch
 
-    from deskml.engines.vision import build_efficientnet_lite0, cpu_threads, export_onnx
+    from deskml.engines.vision import build_efficientnet_lite0, cpu_threads, export_onnx, with_features
 
     model = build_efficientnet_lite0()
     options = ort.SessionOptions()
     options.intra_op_num_threads = cpu_threads()
-    session = ort.InferenceSession(export_onnx(model), options, providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(export_onnx(with_features(model)), options, providers=["CPUExecutionProvider"])
 
     def rate(fn: Callable[[np.ndarray], Any], batch: int, seconds: float = 3.0) -> float:
         x = np.random.default_rng(0).standard_normal((batch, 3, 224, 224), dtype=np.float32)

@@ -11,17 +11,21 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from deskml import __version__
 from deskml.api.admin.router import router as admin_router
+from deskml.api.backend.jobs import router as jobs_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
 from deskml.api.hub.router import router as hub_router
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
+from deskml.api.openai.batch_lines import batch_handlers
+from deskml.api.openai.batches import router as batches_router
 from deskml.api.openai.media import router as openai_media_router
 from deskml.api.openai.router import router as openai_router
 from deskml.api.rerank.router import router as rerank_router
 from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
+from deskml.runtime.jobs.setup import start_jobs, stop_jobs
 from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.media import MediaService
 from deskml.runtime.media_catalog import media_specs
@@ -72,6 +76,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         await start_data_services(app.state, settings)
         manager.start()
         services.start()
+        await start_jobs(app.state, settings, batch_handlers())
         if settings.preload:
             await manager.ensure_loaded(settings.default_model)
         if on_ready is not None:
@@ -79,6 +84,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         try:
             yield
         finally:
+            await stop_jobs(app.state)  # running jobs go back to the queue for the next start
             await app.state.service_tasks.close()
             await services.close()
             await manager.close()
@@ -109,6 +115,8 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.include_router(openai_router)
     app.include_router(openai_media_router)
     app.include_router(backend_media_router)
+    app.include_router(jobs_router)
+    app.include_router(batches_router)
     app.include_router(rerank_router)
     app.include_router(backend_router)
     app.include_router(metrics_router)

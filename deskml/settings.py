@@ -202,6 +202,40 @@ class Settings(BaseSettings):
         30.0, description="Seconds in-flight requests get to finish after SIGTERM/SIGINT before their streams "
         "are ended with an error."
     )
+    broker_url: str | None = Field(
+        None, description="Celery broker (redis://host:6379/N or amqp://user:pass@host:5672//) for background "
+        "jobs run by `deskml worker` processes. Default: jobs run inside the server (embedded executor)."
+    )
+    jobs_concurrency: int = Field(
+        1, ge=1, description="Background jobs the embedded executor runs at once (`deskml worker --concurrency` "
+        "sets it for a Celery worker)."
+    )
+    jobs_queue: str = Field("deskml", description="Celery queue that jobs are sent to and workers consume.")
+    jobs_heartbeat_seconds: float = Field(
+        5.0, gt=0, description="How often a running job writes a heartbeat; a job silent for 4 heartbeats is "
+        "taken as abandoned (its process died) and retried or failed."
+    )
+    jobs_max_attempts: int = Field(
+        2, ge=1, description="Runs a job gets when the process running it dies (2: retried once, then FAILURE)."
+    )
+    jobs_visibility_timeout: float = Field(
+        3600.0, gt=0, description="Redis broker only: seconds before a job message that no worker acknowledged "
+        "is delivered again (how soon a job of a killed worker moves to another)."
+    )
+    jobs_batch_parallel: int = Field(
+        0, ge=0, description="Batch-job requests in flight at once per job; 0 = half the LLM slots "
+        "(DESKML_NUM_PARALLEL), leaving the rest free for live traffic."
+    )
+    datasets_dir: Path | None = Field(
+        None, description="Folder whose files `POST /api/train` may name as its dataset (paths outside it are "
+        "refused). Default: <data_dir>/datasets."
+    )
+    dataset_max_files: int = Field(
+        20000, ge=1, description="Most files an uploaded zip dataset may hold."
+    )
+    dataset_max_unpacked_mb: float = Field(
+        1024.0, gt=0, description="Most bytes (MB) an uploaded zip dataset may unpack to (zip-bomb guard)."
+    )
 
     @field_validator("keep_alive", mode="before")
     @classmethod
@@ -224,6 +258,10 @@ class Settings(BaseSettings):
     @property
     def models_dir(self) -> Path:
         return self.data_dir / "models"
+
+    @property
+    def datasets_path(self) -> Path:
+        return (self.datasets_dir or self.data_dir / "datasets").expanduser()
 
     @property
     def image_models_path(self) -> Path:

@@ -55,8 +55,25 @@ def build_efficientnet_lite0() -> Any:
     return model.eval()
 
 
+def with_features(model: Any) -> Any:
+    """The network returning (logits, pooled 1280-dim features): the features are the frozen input of
+    the linear heads that image-classifier jobs train, and cost nothing extra to return."""
+    import torch
+
+    class LogitsAndFeatures(torch.nn.Module):
+        def __init__(self, net: Any) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: Any) -> tuple[Any, Any]:
+            pooled = self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+            return self.net._fc(pooled), pooled  # dropout is the identity in eval mode
+
+    return LogitsAndFeatures(model).eval()
+
+
 def export_onnx(model: Any) -> bytes:
-    """The network as an ONNX graph with a dynamic batch dimension."""
+    """The network (from `with_features`) as an ONNX graph with a dynamic batch dimension."""
     import torch
 
     buffer = io.BytesIO()
@@ -64,7 +81,8 @@ def export_onnx(model: Any) -> bytes:
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
             model, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), buffer, input_names=["input"],
-            output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            output_names=["logits", "features"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
             opset_version=17, dynamo=False,
         )
     return buffer.getvalue()
@@ -95,7 +113,7 @@ class EfficientNetClassifier:
         self.labels = imagenet_labels()
         if len(self.labels) != 1000:
             raise ModelLoadError(f"expected 1000 ImageNet labels, found {len(self.labels)}")
-        model = build_efficientnet_lite0()
+        model = with_features(build_efficientnet_lite0())
         if self.backend == "onnxruntime":
             try:
                 import onnxruntime as ort
@@ -130,17 +148,22 @@ class EfficientNetClassifier:
         pixels = (np.asarray(crop, dtype=np.float32) - MEAN) / STD
         return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
-    def forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
-        """Class probabilities for each preprocessed image, in one pass."""
+    def _run(self, batch: list[np.ndarray], output: int) -> np.ndarray:
         inputs = np.stack(batch).astype(np.float32, copy=False)
         if self._session is not None:
-            logits = self._session.run(None, {"input": inputs})[0]
-        else:
-            import torch
+            return self._session.run(None, {"input": inputs})[output]  # type: ignore[no-any-return]
+        import torch
 
-            with self._lock, torch.inference_mode():
-                logits = self._torch_model(torch.from_numpy(inputs)).numpy()
-        return list(softmax(logits))
+        with self._lock, torch.inference_mode():
+            return self._torch_model(torch.from_numpy(inputs))[output].numpy()  # type: ignore[no-any-return]
+
+    def forward(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """Class probabilities for each preprocessed image, in one pass."""
+        return list(softmax(self._run(batch, 0)))
+
+    def features(self, batch: list[np.ndarray]) -> list[np.ndarray]:
+        """The frozen 1280-dim pooled features of each preprocessed image (what a trained head reads)."""
+        return list(self._run(batch, 1))
 
     def top(self, probs: np.ndarray, k: int) -> list[tuple[int, str, float]]:
         k = max(1, min(k, len(probs)))

@@ -45,9 +45,13 @@ class ServiceTasks:
             await batcher.close()
         self._batchers.clear()
 
-    def batcher(self, spec: ServiceSpec, engine: Any, run: Callable[[list[Any]], Any]) -> MicroBatcher[Any, Any]:
-        """The batcher of the engine now loaded for `spec` (a reload gets a fresh one)."""
-        current = self._batchers.get(spec.name)
+    def batcher(
+        self, spec: ServiceSpec, engine: Any, run: Callable[[list[Any]], Any], key: str | None = None
+    ) -> MicroBatcher[Any, Any]:
+        """The batcher of the engine now loaded for `spec` (a reload gets a fresh one); `key` names a
+        second batcher on the same engine (e.g. image features beside class probabilities)."""
+        key = key or spec.name
+        current = self._batchers.get(key)
         if current is not None and current[0] is engine:
             return current[1]
 
@@ -55,7 +59,7 @@ class ServiceTasks:
             return await self.services.run(spec, run, items)
 
         batcher: MicroBatcher[Any, Any] = MicroBatcher(run_batch, max_size=self.batch_size, max_wait=self.batch_wait)
-        self._batchers[spec.name] = (engine, batcher)
+        self._batchers[key] = (engine, batcher)
         return batcher
 
     # embeddings ----------------------------------------------------------------------------
@@ -115,6 +119,10 @@ class ServiceTasks:
         if not 1 <= top_k <= MAX_TOP_K:
             raise BadRequest(f"top_k must be between 1 and {MAX_TOP_K}", param="top_k")
         spec = self.services.get_spec(model, "classify")
+        if spec.options.get("backbone"):  # a head trained by an image-classifier job
+            from deskml.runtime.jobs.serving import classify_with_head
+
+            return await classify_with_head(self, spec, image, top_k, started)
         engine, load_ns = await self.services.engine(spec)
         _note(spec.name, spec.kind)
         batcher = self.batcher(spec, engine, engine.forward)

@@ -24,7 +24,9 @@ from deskml.runtime import names
 
 log = logging.getLogger("deskml.runtime.services")
 
-ServiceKind = Literal["embedding", "rerank", "classify", "ocr", "detect", "asr", "tts", "image", "style"]
+ServiceKind = Literal[
+    "embedding", "rerank", "classify", "ocr", "detect", "asr", "tts", "image", "style", "text-classify"
+]
 T = TypeVar("T")
 
 

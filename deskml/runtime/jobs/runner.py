@@ -1,0 +1,185 @@
+"""Running one job: claim it, run its task with a heartbeat, record how it ended.
+
+Both executors call `run_job`; only where it runs differs (the server's event loop, or the loop of
+a `deskml worker` process). While the task runs, a watcher refreshes the job's heartbeat; when the
+refresh finds the job no longer ours (cancelled over the API, from any node) it cancels the task,
+which frees what it holds: scheduler slots, batchers, worker threads' results are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deskml.core.errors import DeskmlError
+from deskml.runtime.jobs.models import FAILURE, SUCCESS
+from deskml.runtime.jobs.store import JobInfo, JobStore, TrainedInfo
+from deskml.settings import Settings
+
+log = logging.getLogger("deskml.jobs")
+
+# An endpoint of a batch job: the request body -> the response body (raises DeskmlError for a
+# request that fails; its status and message go to the batch's error file).
+BatchHandler = Callable[[Any, dict[str, Any], int], Awaitable[dict[str, Any]]]
+
+
+class JobFailed(Exception):
+    """A task's own way to end with FAILURE and a message meant for the user."""
+
+
+def worker_id(kind: str) -> str:
+    return f"{kind}:{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class JobRuntime:
+    """What a task may use, the same in the server and in a Celery worker."""
+
+    settings: Settings
+    store: JobStore
+    services: Any  # ServiceManager
+    service_tasks: Any  # ServiceTasks
+    inference: Any  # InferenceService
+    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
+    trained: Any = None  # TrainedModels of this process, refreshed when a job saves a model
+
+
+class JobContext:
+    PROGRESS_EVERY = 0.5  # seconds between progress writes (the last one always goes)
+
+    def __init__(self, runtime: JobRuntime, job: JobInfo, worker: str) -> None:
+        self.runtime = runtime
+        self.job = job
+        self.worker = worker
+        self.partial: dict[str, Any] | None = None  # what a cancelled task made, kept on the job
+        self.stats: dict[str, Any] = {}
+        self._last_write = 0.0
+        self._lost = False
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @property
+    def store(self) -> JobStore:
+        return self.runtime.store
+
+    async def progress(self, current: int, total: int, message: str, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_write < self.PROGRESS_EVERY and current < total:
+            return
+        self._last_write = now
+        ours = await asyncio.to_thread(self.store.progress, self.job.id, self.worker, current, total, message,
+                                       dict(self.stats) if self.stats else None)
+        if not ours:  # cancelled (or taken over): stop here rather than at the next heartbeat
+            self._lost = True
+            raise asyncio.CancelledError()
+
+    async def saved_model(self, info: TrainedInfo) -> None:
+        if self.runtime.trained is not None:
+            await self.runtime.trained.refresh()
+
+
+Task = Callable[[JobContext], Awaitable[dict[str, Any]]]
+
+
+def task_for(kind: str) -> Task:
+    from deskml.runtime.jobs import tasks
+
+    try:
+        return tasks.KINDS[kind]
+    except KeyError:
+        raise JobFailed(f"unknown job kind {kind!r}") from None
+
+
+async def run_job(runtime: JobRuntime, job_id: str, worker: str, *, wait_if_busy: bool = False,
+                  on_start: Callable[[asyncio.Task[Any]], None] | None = None) -> JobInfo | None:
+    """Claim and run a job; returns its final record (None when it does not exist).
+
+    `wait_if_busy`: when another live runner holds the job (a broker delivered the message twice),
+    wait until that runner finishes, or dies and the job can be taken over.
+    """
+    store = runtime.store
+    while True:
+        outcome, job = await asyncio.to_thread(store.claim, job_id, worker)
+        if outcome != "busy" or not wait_if_busy:
+            break
+        await asyncio.sleep(store.heartbeat_seconds)
+    if outcome != "run" or job is None:
+        return job
+    ctx = JobContext(runtime, job, worker)
+    log.info("job %s (%s) started on %s, attempt %d of %d", job.id, job.kind, worker, job.attempts,
+             job.max_attempts)
+    task = asyncio.create_task(_execute(ctx), name=f"deskml-job-{job.id}")
+    if on_start is not None:
+        on_start(task)
+    watcher = asyncio.create_task(_watch(ctx, task), name=f"deskml-job-watch-{job.id}")
+    try:
+        result = await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if task.done() or ctx._lost:  # the task itself was cancelled: the job was
+            await _settle_cancelled(ctx, task)
+        else:  # this runner is shutting down: give the job back without spending an attempt
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+            await asyncio.to_thread(store.release, job.id, worker, "requeued: its runner shut down")
+            log.info("job %s requeued: %s is shutting down", job.id, worker)
+            raise
+    except (JobFailed, DeskmlError) as exc:
+        message = exc.message if isinstance(exc, DeskmlError) else str(exc)
+        await asyncio.to_thread(store.finish, job.id, worker, FAILURE, error=message, message=message,
+                                stats=ctx.stats or None, result=ctx.partial)
+        log.info("job %s failed: %s", job.id, message)
+    except Exception as exc:
+        message = f"internal error: {type(exc).__name__}: {exc}"
+        log.error("job %s failed: %s\n%s", job.id, message, "".join(traceback.format_exception(exc)))
+        await asyncio.to_thread(store.finish, job.id, worker, FAILURE, error=message, message=message,
+                                stats=ctx.stats or None, result=ctx.partial)
+    else:
+        finished = await asyncio.to_thread(store.finish, job.id, worker, SUCCESS, result=result, message="done",
+                                           stats=ctx.stats or None)
+        if not finished:
+            await _settle_cancelled(ctx, task)
+        log.info("job %s succeeded", job.id)
+    finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    return await asyncio.to_thread(store.get, job.id)
+
+
+async def _settle_cancelled(ctx: JobContext, task: asyncio.Task[Any]) -> None:
+    if not task.done():
+        task.cancel()
+    with contextlib.suppress(BaseException):
+        await task
+    await asyncio.to_thread(ctx.store.settle_cancelled, ctx.job.id, ctx.worker, ctx.partial, ctx.stats or None)
+    log.info("job %s stopped: cancelled", ctx.job.id)
+
+
+async def _execute(ctx: JobContext) -> dict[str, Any]:
+    return await task_for(ctx.job.kind)(ctx)
+
+
+async def _watch(ctx: JobContext, task: asyncio.Task[Any]) -> None:
+    """Heartbeat; cancel the task when the job stops being ours."""
+    while not task.done():
+        await asyncio.sleep(ctx.store.heartbeat_seconds)
+        try:
+            ours = await asyncio.to_thread(ctx.store.heartbeat, ctx.job.id, ctx.worker)
+        except Exception as exc:  # database briefly unreachable: the lease lasts several heartbeats
+            log.warning("job %s heartbeat failed: %s", ctx.job.id, exc)
+            continue
+        if not ours:
+            ctx._lost = True
+            task.cancel()
+            return

@@ -1,0 +1,102 @@
+"""OpenAI-compatible batch inference: every line of the input file through the live scheduler,
+at batch priority, into an output file and an error file matched by `custom_id`.
+
+At most `DESKML_JOBS_BATCH_PARALLEL` lines are in flight (default: half the LLM's slots), and
+they wait behind live requests in the slot queue (PRIORITY_BATCH), so live traffic keeps its
+latency while the batch soaks up the idle capacity. A cancelled batch keeps what it finished:
+its partial output and error files are written, as OpenAI does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+from deskml.core.errors import DeskmlError
+from deskml.runtime.jobs.datasets import BatchLine, parse_batch_file
+from deskml.runtime.jobs.runner import JobContext, JobFailed
+from deskml.runtime.scheduler import PRIORITY_BATCH
+
+
+def _line(custom_id: str, status: int, body: dict[str, Any]) -> str:
+    return json.dumps({
+        "id": f"batch_req_{secrets.token_hex(12)}", "custom_id": custom_id,
+        "response": {"status_code": status, "request_id": secrets.token_hex(16), "body": body}, "error": None,
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+def _error_body(exc: Exception) -> tuple[int, dict[str, Any]]:
+    if isinstance(exc, DeskmlError):
+        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
+        return exc.status, {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
+    return 500, {"error": {"message": f"internal error: {type(exc).__name__}", "type": "server_error",
+                           "param": None, "code": None}}
+
+
+def parallel_lines(ctx: JobContext) -> int:
+    settings = ctx.settings
+    return settings.jobs_batch_parallel or max(1, settings.num_parallel // 2)
+
+
+async def run_batch(ctx: JobContext) -> dict[str, Any]:
+    params = ctx.job.params
+    data = await asyncio.to_thread(ctx.store.read_file, params["input_file_id"])
+    lines = await asyncio.to_thread(parse_batch_file, data)
+    del data
+    endpoint = params["endpoint"]
+    handler = ctx.runtime.batch_handlers.get(endpoint)
+    if handler is None:
+        raise JobFailed(f"this process cannot run {endpoint} batches")
+    total = len(lines)
+    outputs: list[str | None] = [None] * total
+    errors: list[str | None] = [None] * total
+    ctx.stats = {"total": total, "completed": 0, "failed": 0}
+    await ctx.progress(0, total, f"0/{total} requests", force=True)
+    gate = asyncio.Semaphore(parallel_lines(ctx))
+
+    async def one(index: int, line: BatchLine) -> None:
+        async with gate:
+            try:
+                body = await handler(ctx.runtime.inference, line.body, PRIORITY_BATCH)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                status, error = _error_body(exc)
+                errors[index] = _line(line.custom_id, status, error)
+                ctx.stats["failed"] += 1
+            else:
+                outputs[index] = _line(line.custom_id, 200, body)
+                ctx.stats["completed"] += 1
+            done = ctx.stats["completed"] + ctx.stats["failed"]
+            await ctx.progress(done, total, f"{done}/{total} requests")
+
+    work = [asyncio.create_task(one(i, line)) for i, line in enumerate(lines)]
+    try:
+        await asyncio.gather(*work)
+    except BaseException:
+        for task in work:
+            task.cancel()
+        await asyncio.gather(*work, return_exceptions=True)
+        # Keep what was done, whether the batch was cancelled or a line broke the run.
+        ctx.partial = await _write_files(ctx, outputs, errors)
+        raise
+    return await _write_files(ctx, outputs, errors)
+
+
+async def _write_files(ctx: JobContext, outputs: list[str | None], errors: list[str | None]) -> dict[str, Any]:
+    batch_id = ctx.job.id
+    result: dict[str, Any] = {"output_file_id": None, "error_file_id": None,
+                              "request_counts": dict(ctx.stats)}
+    done = [line for line in outputs if line is not None]
+    failed = [line for line in errors if line is not None]
+    if done:
+        info = await asyncio.to_thread(ctx.store.save_file, ctx.job.owner, "batch_output", f"{batch_id}_output.jsonl",
+                                       "jsonl", ("\n".join(done) + "\n").encode(), {"lines": len(done)})
+        result["output_file_id"] = info.id
+    if failed:
+        info = await asyncio.to_thread(ctx.store.save_file, ctx.job.owner, "batch_output", f"{batch_id}_error.jsonl",
+                                       "jsonl", ("\n".join(failed) + "\n").encode(), {"lines": len(failed)})
+        result["error_file_id"] = info.id
+    return result
