@@ -67,11 +67,14 @@ def test_queue_overflow_is_503_with_retry_after(tmp_path: Path) -> None:
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
                 transport=transport, base_url="http://t", timeout=120) as client:
+            # long enough that the first is still decoding when the third arrives; no response cache,
+            # so the third cannot be answered from the first one's reply
             body = {"model": MODEL, "prompt": "Count from one to fifty.", "stream": False,
-                    "options": {"num_predict": 40, "temperature": 0}}
-            tasks = [asyncio.create_task(client.post("/api/generate", json=body)) for _ in range(2)]
+                    "options": {"num_predict": 300, "temperature": 0}}
+            headers = {"X-Deskml-Cache": "off"}
+            tasks = [asyncio.create_task(client.post("/api/generate", json=body, headers=headers)) for _ in range(2)]
             await asyncio.sleep(1.0)  # one runs, one waits: the queue of 1 is full
-            third = await client.post("/api/generate", json=body)
+            third = await client.post("/api/generate", json=body, headers=headers)
             results = await asyncio.gather(*tasks)
             assert third.headers.get("retry-after") == "1"
             return [r.status_code for r in results] + [third.status_code, third.json()["error"]]
