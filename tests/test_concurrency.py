@@ -70,7 +70,7 @@ def test_queue_overflow_is_503_with_retry_after(tmp_path: Path) -> None:
             # long enough that the first is still decoding when the third arrives; no response cache,
             # so the third cannot be answered from the first one's reply
             body = {"model": MODEL, "prompt": "Count from one to fifty.", "stream": False,
-                    "options": {"num_predict": 300, "temperature": 0}}
+                    "options": {"num_predict": 300, "temperature": 0, "logit_bias": {"0": -100, "2": -100}}}
             headers = {"X-Deskml-Cache": "off"}
             tasks = [asyncio.create_task(client.post("/api/generate", json=body, headers=headers)) for _ in range(2)]
             await asyncio.sleep(1.0)  # one runs, one waits: the queue of 1 is full
