@@ -57,8 +57,9 @@ def test_image_zip_with_or_without_a_top_folder() -> None:
         assert dataset.classes == ["checks", "circles", "stripes"]
         assert len(dataset.items) == 12
     pictures = list(iter_images(patterns_zip(2), 100, 50 * MB))
-    assert [label for label, _ in pictures] == ["circles", "circles", "stripes", "stripes", "checks", "checks"]
-    assert all(data[:2] == b"\xff\xd8" for _, data in pictures)  # JPEG bytes, read in memory
+    assert [label for label, _, _ in pictures] == ["circles", "circles", "stripes", "stripes", "checks", "checks"]
+    assert pictures[0][1] == "patterns/circles/000.jpg"
+    assert all(data[:2] == b"\xff\xd8" for _, _, data in pictures)  # JPEG bytes, read in memory
 
 
 def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> bytes:
@@ -70,7 +71,7 @@ def _zip(entries: dict[str, bytes], compression: int = zipfile.ZIP_DEFLATED) -> 
 
 
 def _jpeg() -> bytes:
-    return next(iter_images(patterns_zip(2), 100, 50 * MB))[1]
+    return next(iter_images(patterns_zip(2), 100, 50 * MB))[2]
 
 
 @pytest.mark.parametrize("name", ["../evil/x.jpg", "/abs/cat/x.jpg", "a\\..\\b.jpg", "cat/../../x.jpg", "C:/x/y.jpg"])

@@ -228,13 +228,13 @@ def parse_image_dataset(data: bytes, max_files: int, max_bytes: int, *, verify: 
         return ImageDataset(items=[(label, info.filename) for label, info in members])
 
 
-def iter_images(data: bytes, max_files: int, max_bytes: int) -> Iterator[tuple[str, bytes]]:
-    """(label, picture bytes) for every picture of a checked zip, within the same limits."""
+def iter_images(data: bytes, max_files: int, max_bytes: int) -> Iterator[tuple[str, str, bytes]]:
+    """(label, member name, picture bytes) for every picture of a checked zip, within the same limits."""
     archive = _open_zip(data)
     with archive:
         budget = [max_bytes]
         for label, info in _image_members(archive, max_files, max_bytes):
-            yield label, read_member(archive, info, budget)
+            yield label, info.filename, read_member(archive, info, budget)
 
 
 # batch input files ------------------------------------------------------------------------------

@@ -166,19 +166,25 @@ async def classify_text(tasks: ServiceTasks, model: str, inputs: list[str], top_
     return spec.name, out, time.perf_counter_ns() - started
 
 
-async def image_features(tasks: ServiceTasks, backbone: str, images: list[bytes]) -> np.ndarray:
-    """The frozen backbone's pooled features of each picture, through the backbone's own batcher."""
+async def image_features(tasks: ServiceTasks, backbone: str, images: list[bytes],
+                         names: list[str] | None = None) -> np.ndarray:
+    """The frozen backbone's pooled features of each picture, through the backbone's own batcher;
+    a picture that cannot be decoded is a BadRequest naming it (from `names`)."""
     spec = tasks.services.get_spec(backbone, "classify")
     engine, _ = await tasks.services.engine(spec)
     batcher = tasks.batcher(spec, engine, engine.features, key=f"{spec.name}#features")
 
-    async def one(data: bytes) -> Any:
+    async def one(index: int, data: bytes) -> Any:
         with batcher.incoming():
-            pixels = await tasks.services.run(spec, engine.preprocess, data)
+            try:
+                pixels = await tasks.services.run(spec, engine.preprocess, data)
+            except BadRequest as exc:
+                name = names[index] if names else f"picture #{index + 1}"
+                raise BadRequest(f"{name}: {exc.message}") from None
             pending = batcher.enqueue(pixels)
         return await pending
 
-    return np.stack(await asyncio.gather(*(one(image) for image in images)))
+    return np.stack(await asyncio.gather(*(one(i, image) for i, image in enumerate(images))))
 
 
 async def classify_with_head(tasks: ServiceTasks, spec: ServiceSpec, image: bytes, top_k: int,

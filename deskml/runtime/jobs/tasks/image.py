@@ -18,7 +18,7 @@ from deskml.runtime.jobs.tasks.training import TrainConfig, fit_and_evaluate, sp
 FEATURE_CHUNK = 8  # pictures decoded and run per step (one micro-batch of the backbone)
 
 
-def _pictures(data: bytes, max_files: int, max_bytes: int) -> list[tuple[str, bytes]]:
+def _pictures(data: bytes, max_files: int, max_bytes: int) -> list[tuple[str, str, bytes]]:
     return list(iter_images(data, max_files, max_bytes))
 
 
@@ -31,19 +31,19 @@ async def train_image_classifier(ctx: JobContext) -> dict[str, Any]:
     max_bytes = int(settings.dataset_max_unpacked_mb * (1 << 20))
     pictures = await asyncio.to_thread(_pictures, data, settings.dataset_max_files, max_bytes)
     del data
-    labels = [label for label, _ in pictures]
+    labels = [label for label, _, _ in pictures]
     config = TrainConfig.from_params(params)
     train, test = split(labels, config)
     backbone = params.get("backbone", "efficientnet-lite0")
     total = len(pictures) + 1
     rows: list[np.ndarray] = []
     for start in range(0, len(pictures), FEATURE_CHUNK):
-        chunk = [image for _, image in pictures[start : start + FEATURE_CHUNK]]
+        chunk = pictures[start : start + FEATURE_CHUNK]
         try:
-            rows.append(await image_features(ctx.runtime.service_tasks, backbone, chunk))
+            rows.append(await image_features(ctx.runtime.service_tasks, backbone, [image for _, _, image in chunk],
+                                             [name for _, name, _ in chunk]))
         except BadRequest as exc:
-            name = pictures[start][0]
-            raise JobFailed(f"a picture of '{name}' near #{start + 1} could not be used: {exc}") from None
+            raise JobFailed(f"a picture could not be used: {exc.message}") from None
         done = start + len(chunk)
         await ctx.progress(done, total, f"features of {done}/{len(pictures)} pictures")
     features_s = time.perf_counter() - started
