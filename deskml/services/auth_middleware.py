@@ -94,6 +94,11 @@ class AuthMiddleware:
                 return ANONYMOUS
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         try:
+        if token is not None and auth.allow_anonymous and not is_deskml_credential(token):
+            # OpenAI SDKs refuse to start without an api_key, so clients of a keyless local server
+            # send placeholders ("x", "ollama", "lm-studio"). Where anonymous access is allowed such
+            # a token is no key rather than a wrong one; a deskml key or login token is still checked.
+            token = None
             return await auth.authenticate(token)
         except Unauthorized:
             if needed is None:  # a stale key must not break health checks and version probes
@@ -105,6 +110,11 @@ class AuthMiddleware:
         record = current_record()
         if record is not None:
             record.error = exc.message
+            # SDKs insist on some key (the openai client refuses an empty one), so apps send
+            # placeholders like "ollama" or "x". Where anonymous callers may do everything anyway, a
+            # placeholder grants nothing extra; a deskml key or login token that fails is still a 401.
+            if auth.allow_anonymous and not _looks_like_deskml_credential(token):
+                return ANONYMOUS
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             return
@@ -118,3 +128,7 @@ class AuthMiddleware:
 
 def _kind(principal: Principal) -> str:
     return {"key": "API key", "user": "user"}.get(principal.kind, "anonymous caller")
+def _looks_like_deskml_credential(token: str) -> bool:
+    return token.startswith("dk_") or token.count(".") == 2  # an API key, or a JWT
+
+
