@@ -14,9 +14,11 @@ from deskml.api.errors import dialect_for_path, error_body
 from deskml.core.context import current_record
 from deskml.core.errors import DeskmlError, Forbidden, Unauthorized
 from deskml.core.principal import ANONYMOUS, SCOPE_ADMIN, SCOPE_INFERENCE, SCOPE_MODELS, Principal
-from deskml.services.auth import AuthService
+from deskml.services.auth import KEY_PREFIX, AuthService
 
 PUBLIC_PATHS = frozenset({"/", "/api/version", "/health", "/login", "/login/refresh"})
+# The web UI's static files: they hold no data, and the page must load to show its login form.
+PUBLIC_PREFIXES = ("/ui/",)
 ADMIN_PREFIXES = ("/api/keys", "/api/users", "/api/history", "/api/admin", "/api/doctor", "/metrics")
 # Routes that change what models exist on this machine.
 MODEL_ROUTES = frozenset({
@@ -30,7 +32,7 @@ PUBLIC_ONLY = Principal(id="anonymous", kind="anonymous", name="anonymous", scop
 
 def required_scope(method: str, path: str) -> str | None:
     """The scope a request needs; None for public routes."""
-    if method == "OPTIONS" or path in PUBLIC_PATHS:
+    if method == "OPTIONS" or path in PUBLIC_PATHS or path == "/ui" or path.startswith(PUBLIC_PREFIXES):
         return None
     if path.startswith(ADMIN_PREFIXES):
         return SCOPE_ADMIN
@@ -51,6 +53,11 @@ def credential(headers: Headers) -> str | None:
             return token.strip()
     key = headers.get("x-api-key")
     return key.strip() if key and key.strip() else None
+
+
+def is_deskml_credential(token: str) -> bool:
+    """A deskml API key (`dk_...`) or a login token (a JWT: three dot-separated parts)."""
+    return token.startswith(KEY_PREFIX) or token.count(".") == 2
 
 
 class AuthMiddleware:
@@ -87,6 +94,11 @@ class AuthMiddleware:
     @staticmethod
     async def _principal(auth: AuthService, headers: Headers, needed: str | None) -> Principal:
         token = credential(headers)
+        if token is not None and auth.allow_anonymous and not is_deskml_credential(token):
+            # OpenAI SDKs refuse to start without an api_key, so clients of a keyless local server
+            # send placeholders ("x", "ollama", "lm-studio"). Where anonymous access is allowed such
+            # a token is no key rather than a wrong one; a deskml key or login token is still checked.
+            token = None
         if token is None:
             if needed is None:
                 return ANONYMOUS if auth.allow_anonymous else PUBLIC_ONLY
@@ -94,11 +106,6 @@ class AuthMiddleware:
                 return ANONYMOUS
             raise Unauthorized("missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
         try:
-        if token is not None and auth.allow_anonymous and not is_deskml_credential(token):
-            # OpenAI SDKs refuse to start without an api_key, so clients of a keyless local server
-            # send placeholders ("x", "ollama", "lm-studio"). Where anonymous access is allowed such
-            # a token is no key rather than a wrong one; a deskml key or login token is still checked.
-            token = None
             return await auth.authenticate(token)
         except Unauthorized:
             if needed is None:  # a stale key must not break health checks and version probes
@@ -110,11 +117,6 @@ class AuthMiddleware:
         record = current_record()
         if record is not None:
             record.error = exc.message
-            # SDKs insist on some key (the openai client refuses an empty one), so apps send
-            # placeholders like "ollama" or "x". Where anonymous callers may do everything anyway, a
-            # placeholder grants nothing extra; a deskml key or login token that fails is still a 401.
-            if auth.allow_anonymous and not _looks_like_deskml_credential(token):
-                return ANONYMOUS
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
             return
@@ -128,7 +130,3 @@ class AuthMiddleware:
 
 def _kind(principal: Principal) -> str:
     return {"key": "API key", "user": "user"}.get(principal.kind, "anonymous caller")
-def _looks_like_deskml_credential(token: str) -> bool:
-    return token.startswith("dk_") or token.count(".") == 2  # an API key, or a JWT
-
-
