@@ -10,11 +10,13 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from deskml import __version__
+from deskml.api.admin.network import router as network_router
 from deskml.api.admin.router import router as admin_router
 from deskml.api.backend.jobs import router as jobs_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
+from deskml.api.hops import NodeHops
 from deskml.api.hub.router import router as hub_router
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
@@ -30,6 +32,7 @@ from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.media import MediaService
 from deskml.runtime.media_catalog import media_specs
 from deskml.runtime.registry import Registry
+from deskml.runtime.routing import node_id_for, start_router, stop_router
 from deskml.runtime.service_catalog import service_specs
 from deskml.runtime.service_models import user_detector_specs
 from deskml.runtime.service_tasks import ServiceTasks
@@ -37,6 +40,7 @@ from deskml.runtime.services import ServiceManager
 from deskml.runtime.store import ModelStore
 from deskml.services.auth_middleware import AuthMiddleware
 from deskml.services.datalayer import start_data_services, stop_data_services
+from deskml.services.discovery import start_discovery, stop_discovery
 from deskml.services.metrics import router as metrics_router
 from deskml.services.observe import Observe
 from deskml.services.production import start_traffic_services, stop_traffic_services
@@ -73,7 +77,9 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
             services, batch_size=settings.batch_max_size, batch_wait=settings.batch_wait_ms / 1000
         )
         app.state.inference.service_tasks = app.state.service_tasks
+        await start_router(app.state, settings)
         await start_data_services(app.state, settings)
+        await start_discovery(app.state, settings)
         manager.start()
         services.start()
         await start_jobs(app.state, settings, batch_handlers())
@@ -85,13 +91,17 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
             yield
         finally:
             await stop_jobs(app.state)  # running jobs go back to the queue for the next start
+            await stop_discovery(app.state)
             await app.state.service_tasks.close()
             await services.close()
             await manager.close()
             await stop_traffic_services(app.state)
             await stop_data_services(app.state)
+            await stop_router(app.state)
 
     app = FastAPI(title="deskml", version=__version__, lifespan=lifespan)
+    app.state.node_id = node_id_for(settings)
+    app.add_middleware(NodeHops)  # innermost: the router below reads the X-Deskml-Via it sets
     # Innermost of the production layer: limits key on the caller that auth (added next) identifies.
     app.add_middleware(RateLimit)
     if settings.auth != "off":
@@ -121,4 +131,5 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.include_router(backend_router)
     app.include_router(metrics_router)
     app.include_router(admin_router)
+    app.include_router(network_router)
     return app

@@ -13,6 +13,9 @@ from fastapi import FastAPI
 
 from deskml import __version__
 from deskml.app import create_app
+from deskml.core.errors import BadRequest
+from deskml.runtime.routing import router_summary
+from deskml.runtime.upstreams import load_config
 from deskml.services.auth import InsecureBind
 from deskml.services.datalayer import preflight, summary
 from deskml.services.db import DatabaseError
@@ -92,10 +95,16 @@ def run_server(settings: Settings) -> int:
     except (DatabaseError, InsecureBind) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1
+    if settings.upstreams_file is not None:
+        try:
+            load_config(settings.upstreams_file)
+        except BadRequest as exc:
+            print(f"Error: {exc.message}", file=sys.stderr)
+            return 1
 
     def ready(app: FastAPI) -> None:
         loaded = [m.name for m in app.state.manager.loaded()]
-        lines = [banner(settings, loaded), *summary(app.state)]
+        lines = [banner(settings, loaded), *summary(app.state), *router_summary(app.state)]
         print("\n".join(lines), file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=ready)

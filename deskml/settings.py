@@ -237,6 +237,19 @@ class Settings(BaseSettings):
         1024.0, gt=0, description="Most bytes (MB) an uploaded zip dataset may unpack to (zip-bomb guard)."
     )
 
+    upstreams_file: Path | None = Field(
+        None, description="Routing file (TOML or YAML): upstream backends (other deskml nodes, Ollama, vLLM or any "
+        "OpenAI-compatible server, cloud APIs), rules by task type and prompt length, fallbacks. See docs/routing.md."
+    )
+    node_name: str = Field(
+        "", description="This node's name in routing-loop detection (X-Deskml-Via) and mDNS; empty = host name "
+        "plus a random suffix per start."
+    )
+    mdns: Literal["auto", "on", "off"] = Field(
+        "auto", description="Advertise the server over mDNS/DNS-SD as _deskml._tcp (for `deskml discover` and apps): "
+        "auto = when bound to a non-loopback address."
+    )
+
     @field_validator("keep_alive", mode="before")
     @classmethod
     def _keep_alive(cls, value: object) -> float:

@@ -100,3 +100,17 @@ class UpstreamError(DeskmlError):
 class InsufficientStorage(DeskmlError):
     status = 507
     code = "insufficient_storage"
+
+
+class UpstreamUnavailable(UpstreamError):
+    """No backend could take the request (all down, refusing or open-circuited); another try later may work."""
+
+    status = 503
+    code = "upstream_unavailable"
+
+
+class LoopDetected(DeskmlError):
+    """A request came back to a deskml node it had already passed through (a routing loop)."""
+
+    status = 508
+    code = "loop_detected"

@@ -15,7 +15,7 @@ from typing import Any
 
 from deskml.core.cache import CacheKind, ResponseCache
 from deskml.core.context import current_record
-from deskml.core.errors import BadRequest, ContextOverflow
+from deskml.core.errors import BadRequest, ContextOverflow, DeskmlError
 from deskml.core.types import (
     ChatMessage,
     ChatRequest,
@@ -35,6 +35,7 @@ from deskml.runtime.lifecycle import Lease, ModelManager
 from deskml.runtime.modelfile import PARAMETER_TYPES
 from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
+from deskml.runtime.router import RoutedModel, Router
 from deskml.runtime.scheduler import PRIORITY_LIVE
 from deskml.runtime.service_tasks import ServiceTasks
 from deskml.settings import Settings
@@ -94,10 +95,15 @@ class InferenceService:
         self.cache = cache  # injected by the app (services/cache.py); None = every reply is fresh
         # Injected by the app: embedding models that are service models (all-minilm, ...), not GGUFs.
         self.service_tasks: ServiceTasks | None = None
+        # Injected by the app when DESKML_UPSTREAMS_FILE is set: picks local or upstream backends.
+        self.router: Router | None = None
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
-        events = self._admit("chat", request, lambda: self._chat_fresh(request, priority))
+        def local(req: ChatRequest) -> AsyncIterator[Event]:
+            return self._admit("chat", req, lambda: self._chat_fresh(req, priority))
+
+        events = local(request) if self.router is None else self.router.stream("chat", request, local)
         async with aclosing(self._recorded(request, events)) as events:
             async for event in events:
                 yield event
@@ -142,8 +148,11 @@ class InferenceService:
             return None
 
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
-        fresh = lambda: self._generate_fresh(request, priority)  # noqa: E731
-        async with aclosing(self._recorded(request, self._admit("generate", request, fresh))) as events:
+        def local(req: GenerateRequest) -> AsyncIterator[Event]:
+            return self._admit("generate", req, lambda: self._generate_fresh(req, priority))
+
+        routed = local(request) if self.router is None else self.router.stream("generate", request, local)
+        async with aclosing(self._recorded(request, routed)) as events:
             async for event in events:
                 yield event
 
@@ -185,6 +194,8 @@ class InferenceService:
                     body["prompt"] = prompt_text
 
     async def load(self, name: str, keep_alive: float | None) -> Done:
+        if self.router is not None and self.router.knows(name) and not self.serves_locally(name, "chat"):
+            return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
         model, load_ns = await self.manager.ensure_loaded(name, keep_alive)
         if keep_alive == 0:
             await self.manager.unload(name)
@@ -196,7 +207,26 @@ class InferenceService:
         await self.manager.unload(entry.name)
         return Done(reason="unload", model=entry.name)
 
+    def serves_locally(self, name: str, task: str) -> bool:
+        """Whether this node has `name` itself (for the router): a GGUF, or an embedding service model."""
+        if task == "embed" and self.service_tasks is not None and self.service_tasks.serves_embedding(name):
+            return True
+        try:
+            self.registry.get(name)
+        except DeskmlError:
+            return False
+        return True
+
+    def routed_models(self) -> list[RoutedModel]:
+        """Models offered by upstreams (for /api/tags and /v1/models); empty without a router."""
+        return self.router.models() if self.router is not None else []
+
     async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
+        if self.router is not None:
+            return await self.router.embed(request, lambda req: self._embed_local(req, priority))
+        return await self._embed_local(request, priority)
+
+    async def _embed_local(self, request: EmbedRequest, priority: int) -> EmbedResult:
         started = time.perf_counter_ns()
         check_input_size(request, self.settings.max_prompt_chars)
         if self.service_tasks is not None and self.service_tasks.serves_embedding(request.model):

@@ -1,9 +1,10 @@
-"""Network facts for the start-up banner (and, later, `deskml doctor`): LAN addresses, port checks."""
+"""Network facts for the start-up banner and `deskml doctor`: LAN addresses, port checks, who holds a port."""
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
+import os
 import socket
 
 
@@ -44,3 +45,54 @@ def port_in_use(host: str, port: int) -> bool:
         except OSError:
             return True
     return False
+
+
+def listening_inodes(port: int) -> set[int]:
+    """Socket inodes listening on TCP `port` (any address), from /proc/net/tcp and tcp6 (Linux)."""
+    inodes: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as handle:
+                next(handle, None)
+                for line in handle:
+                    fields = line.split()
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(int(fields[9]))
+        except OSError:
+            continue
+    return inodes
+
+
+def port_owner(port: int) -> tuple[int, str] | None:
+    """(pid, command line) of the process listening on TCP `port`, when /proc lets us see it."""
+    inodes = listening_inodes(port)
+    if not inodes:
+        return None
+    wanted = {f"socket:[{i}]" for i in inodes}
+    for pid_dir in os.scandir("/proc"):
+        if not pid_dir.name.isdigit():
+            continue
+        try:
+            for fd in os.scandir(f"/proc/{pid_dir.name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in wanted:
+                        return int(pid_dir.name), _cmdline(int(pid_dir.name))
+        except OSError:
+            continue  # another user's process, or it just ended
+    return None
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+    except OSError:
+        return ""
+
+
+def can_connect(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host.strip("[]"), port), timeout=timeout):
+            return True
+    except OSError:
+        return False

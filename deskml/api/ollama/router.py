@@ -168,6 +168,19 @@ async def tags(request: Request) -> wire.ListResponse:
                 parameter_size=card.parameter_size,
             ),
         ))
+    listed = {m.name for m in models}
+    for routed in _inference(request).routed_models():  # models of upstream servers (DESKML_UPSTREAMS_FILE)
+        if routed.name in listed:
+            continue  # served here as well: one row
+        listed.add(routed.name)
+        remote = routed.model
+        models.append(wire.ListModel(
+            name=routed.name, model=routed.name, modified_at=tr.timestamp(), size=remote.size,
+            digest="", details=wire.ModelDetails(
+                format=f"upstream:{routed.upstream}", family=remote.family,
+                parameter_size=remote.parameter_size, quantization_level=remote.quantization,
+            ),
+        ))
     return wire.ListResponse(models=models)
 
 

@@ -1,0 +1,59 @@
+"""Admin routes for the LAN and the router: pair a device (a new key + QR code), `GET /api/doctor`,
+and the upstreams' live status. The auth middleware requires the admin scope for all of them."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, Field
+
+from deskml.services import pairing
+from deskml.services.auth import CredentialStore, parse_scopes
+from deskml.services.doctor import Report, diagnose
+
+router = APIRouter()
+
+
+class PairRequest(BaseModel):
+    name: str = Field(description="What the device is, e.g. 'pixel-8': names the new API key.")
+    scopes: str | list[str] = Field("inference", description="Scopes of the key: inference, models, admin or all.")
+    urls: list[str] = Field(default_factory=list, description="Extra URLs to put first (e.g. a DNS name).")
+
+
+class PairResponse(BaseModel):
+    payload: pairing.PairPayload
+    text: str = Field(description="The exact text the QR code carries.")
+    svg: str = Field(description="The QR code as an SVG document.")
+    png: str = Field(description="The QR code as a data: URL (PNG).")
+    key_id: str | None = None
+
+
+@router.post("/api/admin/pair", status_code=201)
+async def pair(body: PairRequest, request: Request) -> PairResponse:
+    state = request.app.state
+    key: str | None = None
+    key_id: str | None = None
+    if getattr(state, "auth", None) is not None:
+        scopes = parse_scopes(body.scopes)
+        info, key = await asyncio.to_thread(CredentialStore(state.db).create_key, body.name, scopes, None)
+        key_id = info.id
+    payload = pairing.build_payload(state.settings, key, body.urls)
+    png = base64.b64encode(pairing.qr_png(payload)).decode()
+    return PairResponse(payload=payload, text=pairing.payload_text(payload), svg=pairing.qr_svg(payload),
+                        png=f"data:image/png;base64,{png}", key_id=key_id)
+
+
+@router.get("/api/doctor")
+async def doctor(request: Request) -> Report:
+    return await diagnose(request.app.state.settings, request.app.state)
+
+
+@router.get("/api/admin/upstreams")
+async def upstreams(request: Request) -> dict[str, Any]:
+    router_ = getattr(request.app.state, "router", None)
+    if router_ is None:
+        return {"node": request.app.state.node_id, "routing": False, "backends": []}
+    return {"node": router_.node_id, "routing": True, "backends": router_.status()}
