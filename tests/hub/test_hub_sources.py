@@ -111,3 +111,23 @@ def test_pulls_go_through_the_configured_proxy(hub_app: HubApp, proxy: str, monk
         assert lines[-1] == {"status": "success"}
     assert any("/api/models/test-org/Tiny-Chat-GGUF/tree/main" in path for path in _Proxy.seen)
     assert any("/Tiny-Chat-GGUF/resolve/main/" in path for path in _Proxy.seen)
+
+
+def test_a_pulled_copy_of_a_service_model_is_listed_once(hub_app: HubApp, tmp_path: Path, gguf_sha: str,
+                                                         gguf_bytes: bytes) -> None:
+    with hub_app() as client:
+        stored = {e.name for e in client.app.state.registry.list()}  # type: ignore[attr-defined]
+        services = [m["name"] for m in client.get("/api/tags").json()["models"] if m["name"] not in stored]
+    if not services:
+        pytest.skip("no embedding/vision/speech model package is installed, so no service row to collide with")
+    name = services[0]
+    entry = {"name": name, "kind": "embedding", "format": "gguf", "family": "bert", "license": "MIT",
+             "capabilities": ["embedding"], "min_ram_mb": 512, "hash_source": "computed by the test",
+             "files": [{"name": "m.gguf", "source": f"hf://{REPO}/Tiny-Chat-Q4_K_M.gguf", "sha256": gguf_sha,
+                        "size": len(gguf_bytes)}]}
+    catalog = tmp_path / "clash.json"
+    catalog.write_text(json.dumps({"models": [entry]}), "utf-8")
+    with hub_app(catalog_file=catalog) as client:
+        assert ndjson(client.post("/api/pull", json={"model": name}).text)[-1] == {"status": "success"}
+        rows = [m["name"] for m in client.get("/api/tags").json()["models"]]
+        assert rows.count(name) == 1

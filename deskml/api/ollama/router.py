@@ -154,13 +154,17 @@ async def embeddings(body: wire.EmbeddingsRequest, request: Request) -> Response
 async def tags(request: Request) -> wire.ListResponse:
     registry = _registry(request)
     models = []
+    cards = service_model_cards(request.app.state.services)  # embeddings, vision, speech, images
+    served = {card.name for card in cards}
     for entry in registry.list():
+        if entry.name in served:
+            continue  # a pulled copy of a model the services list (all-minilm, whisper:base): one row
         info = _safe_info(registry, entry)
         models.append(wire.ListModel(
             name=entry.name, model=entry.name, modified_at=tr.timestamp(entry.modified_at), size=entry.size,
             digest=tr.short_digest(entry.digest), details=tr.details(info, entry.manifest.parent),
         ))
-    for card in service_model_cards(request.app.state.services):  # embeddings, vision, speech, images
+    for card in cards:
         models.append(wire.ListModel(
             name=card.name, model=card.name, modified_at=tr.timestamp(card.modified_at), size=card.size,
             digest=card.digest, details=wire.ModelDetails(
