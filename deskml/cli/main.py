@@ -18,6 +18,7 @@ from deskml import __version__
 from deskml.cli.admin import register as register_admin_commands
 from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
 from deskml.cli.hub import register as register_hub_commands
+from deskml.cli.jobs import register as register_jobs_commands
 from deskml.cli.network import register as register_network_commands
 from deskml.cli.tls import tls_app
 from deskml.settings import Settings
@@ -28,6 +29,7 @@ app.add_typer(tls_app, name="tls")
 console = Console()
 err = Console(stderr=True)
 register_hub_commands(app)
+register_jobs_commands(app)
 register_network_commands(app)
 
 
