@@ -128,3 +128,20 @@ def test_model_dir_lays_out_files_under_their_names(tmp_path: Path) -> None:
     bad = Manifest(name="bad:latest", files=[files[0].model_copy(update={"name": "../escape"})])
     with pytest.raises(BadRequest):
         store.model_dir(bad)
+
+
+def test_a_broken_extra_catalog_leaves_the_shipped_one_working(tmp_path: Path,
+                                                               caplog: pytest.LogCaptureFixture) -> None:
+    from deskml.runtime.hub.service import Hub
+    from deskml.runtime.registry import Registry
+    from tests.conftest import make_settings
+
+    with pytest.raises(BadRequest, match="cannot read the catalog file"):
+        Catalog.load(tmp_path / "missing.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json", "utf-8")
+    settings = make_settings(tmp_path / "data", catalog_file=broken)
+    with caplog.at_level("ERROR"):
+        hub = Hub(settings, Registry(ModelStore(tmp_path / "data" / "models"), packages=[]))
+    assert hub.catalog.get("llama3.2:1b") is not None
+    assert "broken.json is not valid" in caplog.text

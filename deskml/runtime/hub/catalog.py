@@ -93,7 +93,11 @@ class Catalog:
         shipped = resources.files("deskml.runtime.hub").joinpath("catalog.json").read_text("utf-8")
         entries = _load(shipped, "shipped with deskml")
         if extra is not None:
-            entries += _load(extra.read_text("utf-8"), str(extra))
+            try:
+                text = extra.read_text("utf-8")
+            except OSError as exc:
+                raise BadRequest(f"cannot read the catalog file {extra}: {exc.strerror or exc}") from None
+            entries += _load(text, str(extra))
         return cls(entries)
 
     def get(self, name: str) -> CatalogEntry | None:

@@ -263,7 +263,11 @@ class Hub:
     def __init__(self, settings: Settings, registry: Registry, config: HubConfig | None = None) -> None:
         self.config = config or HubConfig.from_settings(settings)
         self.registry = registry
-        self.catalog = Catalog.load(self.config.catalog_file)
+        try:
+            self.catalog = Catalog.load(self.config.catalog_file)
+        except BadRequest as exc:  # a broken extra catalog must not keep the server down
+            log.error("%s; using the shipped catalog only", exc.message)
+            self.catalog = Catalog.load()
         self._locks: dict[str, asyncio.Lock] = {}
 
     def hf(self, client: httpx.AsyncClient) -> HuggingFace:
