@@ -192,7 +192,7 @@ def history_as_text(messages: list[ChatMessage]) -> list[ChatMessage]:
             for call in message.tool_calls:
                 if call.id:
                     names[call.id] = call.name
-            calls = "\n".join(f"Calling {c.name}({c.arguments or '{}'})" for c in message.tool_calls)
+            calls = "\n".join(f"Calling {c.name}({_compact(c.arguments)})" for c in message.tool_calls)
             text = f"{message.content}\n{calls}" if message.content else calls
             result.append(message.model_copy(update={"content": text, "tool_calls": []}))
         elif message.role == "tool":
@@ -210,6 +210,14 @@ def history_as_text(messages: list[ChatMessage]) -> list[ChatMessage]:
         else:
             result.append(message)
     return result
+
+
+def _compact(arguments: str) -> str:
+    """Arguments as one-line JSON (a constrained reply's come indented), or as given if not JSON."""
+    try:
+        return json.dumps(json.loads(arguments or "{}"), ensure_ascii=False)
+    except ValueError:
+        return arguments
 
 
 # parsing the constrained reply -----------------------------------------------------------------
