@@ -35,6 +35,19 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json")
 
 
+def _upstream_only(request: Request, model: str) -> bool:
+    """Whether only an upstream offers `model` (DESKML_UPSTREAMS_FILE): it has no local registry entry."""
+    inference = _inference(request)
+    router = inference.router
+    return router is not None and router.knows(model) and not inference.serves_locally(model, "chat")
+
+
+def _reply_meta(request: Request, prefix: str, model: str) -> tr.ReplyMeta:
+    if _upstream_only(request, model):
+        return tr.ReplyMeta(id=tr.new_id(prefix), created=int(time.time()), model=model, fingerprint=None)
+    return _meta(prefix, _registry(request).get(model))
+
+
 def _meta(prefix: str, entry: ModelEntry) -> tr.ReplyMeta:
     digest = entry.digest.split(":", 1)[-1]
     return tr.ReplyMeta(id=tr.new_id(prefix), created=int(time.time()), model=entry.name,
@@ -53,7 +66,7 @@ def _error_event(exc: Exception) -> dict[str, Any]:
 @router.post("/chat/completions")
 async def chat_completions(body: wire.ChatCompletionRequest, request: Request) -> Response:
     req = tr.chat_request(body)
-    meta = _meta("chatcmpl", _registry(request).get(req.model))
+    meta = _reply_meta(request, "chatcmpl", req.model)
     events = _inference(request).chat(req)
     if not body.stream:
         result = core.collect(await until_disconnected(request, collect(events)))
@@ -132,7 +145,7 @@ class _CompletionChunks:
 @router.post("/completions")
 async def completions(body: wire.CompletionRequest, request: Request) -> Response:
     reqs = tr.completion_requests(body)
-    meta = _meta("cmpl", _registry(request).get(body.model))
+    meta = _reply_meta(request, "cmpl", body.model)
     service = _inference(request)
     limit = request.app.state.settings.num_parallel
     events = merged([service.generate(r) for r in reqs], limit)
@@ -165,10 +178,18 @@ async def embeddings(body: wire.EmbeddingRequest, request: Request) -> Response:
 @router.get("/models")
 async def list_models(request: Request) -> Response:
     data = [tr.model_object(e.name, int(e.modified_at.timestamp())) for e in _registry(request).list()]
+    listed = {item["id"] for item in data}
+    now = int(time.time())
+    for routed in _inference(request).routed_models():  # models of upstream servers
+        if routed.name not in listed:
+            listed.add(routed.name)
+            data.append(tr.model_object(routed.name, now))
     return _json({"object": "list", "data": data})
 
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> Response:
+    if _upstream_only(request, model_id):
+        return _json(tr.model_object(model_id, int(time.time())))
     entry = _registry(request).get(model_id)
     return _json(tr.model_object(entry.name, int(entry.modified_at.timestamp())))
