@@ -58,7 +58,12 @@ def list_jobs(
     if as_json:
         console.print_json(json.dumps(jobs))
         return
-    table = Table("ID", "KIND", "STATE", "PROGRESS", "MESSAGE", "CREATED", box=None, pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("ID", no_wrap=True)
+    for name in ("KIND", "STATE", "PROGRESS"):
+        table.add_column(name, no_wrap=True)
+    table.add_column("MESSAGE", overflow="ellipsis", no_wrap=True, max_width=40)
+    table.add_column("CREATED", no_wrap=True)
     for job in jobs:
         table.add_row(job["id"], job["kind"], job["state"], _progress(job), (job["message"] or "")[:60],
                       job["created_at"][:19].replace("T", " "))
