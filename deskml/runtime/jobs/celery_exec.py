@@ -27,7 +27,10 @@ TASK_NAME = "deskml.run_job"
 
 
 def celery_app(settings: Settings) -> Any:
-    from celery import Celery
+    try:
+        from celery import Celery
+    except ImportError as exc:
+        raise RuntimeError("DESKML_BROKER_URL is set but Celery is not installed: pip install 'deskml[jobs]'") from exc
 
     if not settings.broker_url:
         raise ValueError("DESKML_BROKER_URL is not set")

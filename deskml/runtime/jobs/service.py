@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from deskml.core.errors import BadRequest, DeskmlError, NotFound, PayloadTooLarge
+from deskml.core.errors import BadRequest, DeskmlError, NotFound, NotImplementedFeature, PayloadTooLarge
 from deskml.core.principal import SCOPE_ADMIN, Principal
 from deskml.runtime.jobs import datasets
 from deskml.runtime.jobs.models import SUCCESS
@@ -136,6 +137,8 @@ class JobService:
         if not isinstance(dataset, str) or not dataset.strip():
             raise BadRequest("dataset is required: an uploaded file id (file-...) or a path in the datasets folder",
                              param="dataset")
+        if importlib.util.find_spec("sklearn") is None:
+            raise NotImplementedFeature("training a classifier needs scikit-learn: pip install 'deskml[jobs]'")
         info = await self._dataset(principal, dataset.strip())
         kind = str(config.get("kind") or config.get("type") or ("image" if info.format == "zip" else "text"))
         kind = kind.removesuffix("-classifier").removesuffix("_classifier")
