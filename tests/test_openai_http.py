@@ -178,6 +178,10 @@ def test_models_list_and_get(app_client: TestClient) -> None:
      "invalid_request_error"),
     ("post", "/v1/completions", {"json": {"model": MODEL, "prompt": [1, 2, 3]}}, 400, "invalid_request_error"),
     ("post", "/v1/embeddings", {"json": {"model": MODEL, "input": []}}, 400, "invalid_request_error"),
+    ("post", "/v1/chat/completions", {"json": {"model": MODEL, "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}]}},
+     400, "invalid_request_error"),
     ("get", "/v1/nothing-here", {}, 404, None),
 ])
 def test_errors_are_openai_error_objects(app_client: TestClient, method: str, path: str, kwargs: dict[str, Any],

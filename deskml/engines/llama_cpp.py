@@ -202,6 +202,9 @@ def _engine_error(message: str) -> Exception:
     lowered = message.lower()
     if "json schema" in lowered or "grammar" in lowered or "parser" in lowered or "invalid" in lowered:
         return BadRequest(message)
+    if "image input is not supported" in lowered or "audio input is not supported" in lowered:
+        # llama.cpp's wording for a text-only model (no multimodal projector) given media
+        return BadRequest("this model does not support images or audio: it is a text-only model")
     return EngineError(message)
 
 
