@@ -105,6 +105,7 @@ def test_chat_tools_and_tool_choice() -> None:
     {"logit_bias": {"abc": 1}},
     {"logprobs": True, "top_logprobs": 50},
     {"max_tokens": -1},
+    {"max_completion_tokens": 0},
 ])
 def test_chat_bad_input_is_bad_request(fields: dict[str, object]) -> None:
     with pytest.raises(BadRequest):

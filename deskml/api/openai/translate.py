@@ -65,8 +65,8 @@ def _logit_bias(value: dict[str, float] | None) -> dict[int, float] | None:
 
 
 def sampling(req: wire._Sampling, max_tokens: int | None) -> core.SamplingOptions:
-    if max_tokens is not None and max_tokens < 0:
-        raise BadRequest("max_tokens must not be negative", param="max_tokens")
+    if max_tokens is not None and max_tokens < 1:
+        raise BadRequest("max_tokens must be at least 1", param="max_tokens")
     return core.SamplingOptions(
         temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
         repeat_penalty=req.repeat_penalty, presence_penalty=req.presence_penalty,
