@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from deskml.api.errors import error_body
 from deskml.api.openai import schemas as wire
 from deskml.api.openai import translate as tr
 from deskml.api.streaming import collect, dumps, prime, sse_lines, stream_response, until_disconnected
@@ -55,11 +56,10 @@ def _meta(prefix: str, entry: ModelEntry) -> tr.ReplyMeta:
 
 
 def _error_event(exc: Exception) -> dict[str, Any]:
+    """The SSE event for an error after the stream began: the error object a status would have carried."""
     if isinstance(exc, DeskmlError):
-        kind = "server_error" if exc.status >= 500 else "invalid_request_error"
-        return {"error": {"message": exc.message, "type": kind, "param": exc.param, "code": exc.code}}
-    return {"error": {"message": f"internal error: {type(exc).__name__}", "type": "server_error",
-                      "param": None, "code": None}}
+        return error_body("openai", exc.status, exc.message, code=exc.code, param=exc.param)
+    return error_body("openai", 500, f"internal error: {type(exc).__name__}")
 
 
 # chat ------------------------------------------------------------------------------------------
