@@ -42,6 +42,7 @@ def smollm2_gguf() -> Path:
 def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": data_dir, "num_ctx": 2048, "num_parallel": 2, "keep_alive": 300, "max_queue": 16,
+        "mdns": "off",  # an app bound to 0.0.0.0 in a test must not advertise on the real network
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -68,6 +69,8 @@ class ServerProcess:
         self.log_path = data_dir / "server.log"
         full_env = {**os.environ, "DESKML_DATA_DIR": str(data_dir), "DESKML_PORT": str(self.port),
                     "DESKML_HOST": "127.0.0.1", "DESKML_NUM_CTX": "2048", "DESKML_NUM_PARALLEL": "2",
+                    # a test that binds 0.0.0.0 must not advertise itself on the machine's real network
+                    "DESKML_MDNS": "off",
                     **(env or {})}
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
