@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     num_parallel: int = Field(
         default_factory=_default_parallel,
         description="Parallel decoding slots per loaded LLM (continuous batching). "
-        "Default: 2 per CPU core, between 2 and 8.",
+        "Default: 4 per CPU core, between 4 and 8. KV memory grows with num_parallel x num_ctx.",
     )
     max_queue: int = Field(64, description="Requests that may wait for a slot per model before 503 'server busy'.")
     max_loaded_models: int = Field(
