@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import struct
 
 import pytest
@@ -112,11 +113,14 @@ def test_chat_bad_input_is_bad_request(fields: dict[str, object]) -> None:
         chat(**fields)
 
 
-def test_unknown_fields_are_accepted() -> None:
+def test_unknown_fields_are_accepted_and_logged_at_debug(caplog: pytest.LogCaptureFixture) -> None:
     req = wire.ChatCompletionRequest.model_validate(
         {"model": "m", "messages": [{"role": "user", "content": "x", "weird": 1}], "reasoning_effort": "low"})
     assert req.model_extra == {"reasoning_effort": "low"}
-    assert tr.chat_request(req).messages[0].content == "x"
+    with caplog.at_level(logging.DEBUG, logger="deskml.api.openai"):
+        assert tr.chat_request(req).messages[0].content == "x"
+    logged = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG)
+    assert "reasoning_effort" in logged and "weird" in logged
 
 
 def test_completion_requests() -> None:
