@@ -16,9 +16,10 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 from deskml.core.context import current_record
 from deskml.core.errors import BadRequest, Conflict, ModelNotFound
@@ -159,6 +160,8 @@ async def classify_text(tasks: ServiceTasks, model: str, inputs: list[str], top_
         raise ModelNotFound(model)
     head, _ = await tasks.services.engine(tasks.services.get_spec(spec.name, TEXT_KIND))  # type: ignore[arg-type]
     embedded = await tasks.embed(EmbedRequest(model=spec.options["base"], inputs=inputs))
+    import numpy as np  # an optional extra's dependency: imported when a trained model is used
+
     probs = head.predict(np.asarray(embedded.embeddings, dtype=np.float32))
     _note(spec.name, "linear-head")
     k = top_k or len(head.labels)
@@ -183,6 +186,8 @@ async def image_features(tasks: ServiceTasks, backbone: str, images: list[bytes]
                 raise BadRequest(f"{name}: {exc.message}") from None
             pending = batcher.enqueue(pixels)
         return await pending
+
+    import numpy as np  # an optional extra's dependency: imported when a trained model is used
 
     return np.stack(await asyncio.gather(*(one(i, image) for i, image in enumerate(images))))
 
