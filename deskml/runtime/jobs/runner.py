@@ -147,9 +147,10 @@ async def run_job(runtime: JobRuntime, job_id: str, worker: str, *, wait_if_busy
     else:
         finished = await asyncio.to_thread(store.finish, job.id, worker, SUCCESS, result=result, message="done",
                                            stats=ctx.stats or None)
-        if not finished:
+        if finished:
+            log.info("job %s succeeded", job.id)
+        else:  # cancelled while its last step ran: the result is dropped, the job stays CANCELLED
             await _settle_cancelled(ctx, task)
-        log.info("job %s succeeded", job.id)
     finally:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
