@@ -207,3 +207,11 @@ def test_twenty_jobs_queued_at_once_all_finish(jobs_client: TestClient) -> None:
     assert set(ids) <= listed
     states = [wait_job(jobs_client, job_id, timeout=300)["state"] for job_id in ids]
     assert states == ["SUCCESS"] * 20
+
+
+def test_uploads_over_the_size_limit_are_refused_before_they_are_read(jobs_client: TestClient) -> None:
+    big = b"text,label\n" + b"a,b\n" * (6 << 18)  # 6 MB against DESKML_MAX_UPLOAD_MB=5
+    response = jobs_client.post("/api/files", files={"file": ("big.csv", big)}, data={"purpose": "train"})
+    assert response.status_code == 413, response.text
+    openai = jobs_client.post("/v1/files", files={"file": ("big.jsonl", big)}, data={"purpose": "batch"})
+    assert openai.status_code == 413 and openai.json()["error"]["type"] == "invalid_request_error"
