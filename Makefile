@@ -33,6 +33,9 @@ dev: $(BIN)/python
 	@# The speech tests make their input with espeak-ng (a Debian package).
 	@command -v espeak-ng >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq espeak-ng >/dev/null) \
 		|| echo 'could not install espeak-ng: install the Debian package espeak-ng for the speech tests' >&2
+	@# The web UI tests drive Debian's Chromium through Playwright (never `playwright install`).
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+		|| echo 'could not install chromium: install the Debian packages chromium and chromium-driver for the web UI tests' >&2
 
 lint: dev
 	$(BIN)/ruff check .

@@ -13,6 +13,7 @@ import contextlib
 import importlib
 import importlib.util
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,16 @@ class ServiceEngine(Protocol):
     def close(self) -> None: ...
 
 
+def _importable(module: str) -> bool:
+    if sys.modules.get(module) is not None:
+        # Already imported; some (cv2) then have __spec__ = None, on which find_spec raises ValueError.
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 @dataclass
 class ServiceSpec:
     name: str
@@ -61,7 +72,7 @@ class ServiceSpec:
         return self.install or f"pip install 'deskml[{self.extra}]'"
 
     def missing(self) -> list[str]:
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        return [m for m in self.requires if not _importable(m)]
 
     def available(self) -> bool:
         if self.missing():

@@ -114,6 +114,8 @@ class HistoryWriter:
 
     # the record sink: O(1), never blocks, never raises
     def submit(self, record: RequestRecord) -> None:
+        if record.path.startswith("/ui/") and record.status < 400:
+            return  # the web UI's static files are not API requests
         elapsed = record.elapsed_ns
         self._push(_Pending(record, time.time() - elapsed / 1e9, elapsed))
         if len(self.buffer) >= BATCH_SIZE and self._wake is not None:

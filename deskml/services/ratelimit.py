@@ -29,7 +29,9 @@ from deskml.settings import Settings
 log = logging.getLogger("deskml.ratelimit")
 
 # Liveness and discovery stay reachable however busy a client is (and CORS preflights are free).
-EXEMPT_PATHS = frozenset({"/", "/api/version", "/health", "/metrics", "/favicon.ico"})
+EXEMPT_PATHS = frozenset({"/", "/api/version", "/health", "/metrics", "/favicon.ico", "/ui"})
+# The web UI's static files: one page load fetches a dozen of them.
+EXEMPT_PREFIXES = ("/ui/",)
 _UNITS = {"requests_per_minute": "requests per minute", "requests_per_hour": "requests per hour",
           "tokens_per_hour": "generated tokens per hour"}
 
@@ -171,7 +173,8 @@ class RateLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         is_http = scope["type"] == "http"
         limiter: RateLimiter | None = getattr(scope["app"].state, "ratelimiter", None) if is_http else None
-        if limiter is None or scope.get("method") == "OPTIONS" or scope.get("path") in EXEMPT_PATHS:
+        if limiter is None or scope.get("method") == "OPTIONS" or scope.get("path") in EXEMPT_PATHS \
+                or scope.get("path", "").startswith(EXEMPT_PREFIXES):
             await self.app(scope, receive, send)
             return
         principal = (scope.get("state") or {}).get("principal")

@@ -77,6 +77,15 @@ async def speak(body: wire.SpeakRequest, request: Request) -> Response:
     return Response(result.audio, media_type=result.media_type, headers=headers)
 
 
+@router.get("/api/audio/voices")
+async def voices(request: Request) -> wire.VoicesResponse:
+    """The text-to-speech models installed here and the voices each can speak with."""
+    specs = [s for s in request.app.state.services.specs if s.kind == "tts" and s.available()]
+    return wire.VoicesResponse(models=[
+        wire.VoiceModel(name=s.name, voices=[str(v) for v in s.options.get("voices", [])]) for s in specs
+    ])
+
+
 @router.post("/api/images/generate")
 async def generate(body: wire.ImageGenerateRequest, request: Request) -> Response:
     req = m.ImageRequest(

@@ -51,6 +51,16 @@ class SpeakResponse(BaseModel):
     time: float
 
 
+class VoiceModel(BaseModel):
+    name: str
+    voices: list[str] = Field(description="Values for `voice`; the first is the model's default.")
+
+
+class VoicesResponse(BaseModel):
+    success: Literal[True] = True
+    models: list[VoiceModel]
+
+
 class ImageGenerateRequest(_Request):
     prompt: str = Field(..., min_length=1)
     model: str | None = None

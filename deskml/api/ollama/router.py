@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from deskml import __version__
 from deskml.api.ollama import images
@@ -48,7 +48,10 @@ def _error_line(exc: Exception) -> dict[str, Any]:
 
 @router.get("/", include_in_schema=False)
 @router.head("/", include_in_schema=False)
-async def root() -> PlainTextResponse:
+async def root(request: Request) -> Response:
+    # A browser asks for HTML and gets the web UI; API clients and curl (*/*) keep Ollama's answer.
+    if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/ui/", status_code=303)
     return PlainTextResponse("Ollama is running")
 
 
