@@ -7,6 +7,7 @@ engine streams.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,7 +30,7 @@ from deskml.core.types import (
     Timings,
 )
 from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
-from deskml.runtime import gotemplate, tools
+from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
 from deskml.runtime.modelfile import PARAMETER_TYPES
@@ -97,6 +98,7 @@ class InferenceService:
         self.service_tasks: ServiceTasks | None = None
         # Injected by the app when DESKML_UPSTREAMS_FILE is set: picks local or upstream backends.
         self.router: Router | None = None
+        self._fim_texts: dict[str, tuple[str, str, str] | None] = {}  # model file -> FIM token texts
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
@@ -141,6 +143,20 @@ class InferenceService:
                 if not request.truncate or not _drop_oldest(messages):
                     raise
 
+    async def _fim_tokens(self, entry: ModelEntry) -> tuple[str, str, str] | None:
+        """The model's fill-in-the-middle token texts (read once per model file), or None."""
+        try:
+            info = self.registry.gguf_info(entry)
+        except (OSError, ValueError):
+            return None
+        ids = fim.fim_token_ids(info)
+        if ids is None:
+            return None
+        key = f"{entry.path}:{entry.digest}"
+        if key not in self._fim_texts:  # the whole vocabulary is read: off the event loop
+            self._fim_texts[key] = await asyncio.to_thread(fim.fim_token_texts, entry.path, ids)
+        return self._fim_texts[key]
+
     def _gguf_template(self, entry: ModelEntry) -> str | None:
         try:
             return self.registry.gguf_info(entry).chat_template
@@ -160,12 +176,16 @@ class InferenceService:
         entry = self.registry.get(request.model)
         if request.images:
             raise BadRequest(f"model '{entry.name}' does not support images")
-        if request.suffix:
+        fim_tokens = await self._fim_tokens(entry) if request.suffix else None
+        if request.suffix and fim_tokens is None:
             raise BadRequest(f"model '{entry.name}' does not support insert")
         body = self._body(entry, request)
         template = request.template or entry.manifest.template
         system = request.system if request.system is not None else entry.manifest.system
-        if request.raw:
+        if fim_tokens is not None:
+            body["prompt"] = fim.fim_prompt(fim_tokens, request.prompt, request.suffix or "")
+            endpoint = "completion"
+        elif request.raw:
             body["prompt"] = request.prompt
             endpoint = "completion"
         elif template and gotemplate.is_go_template(template):
@@ -185,7 +205,7 @@ class InferenceService:
                 return
             except ContextOverflow:
                 # Keep the end of the prompt (the question), as Ollama does when it truncates.
-                if not request.truncate or len(prompt_text) < 64:
+                if not request.truncate or len(prompt_text) < 64 or fim_tokens is not None:
                     raise
                 prompt_text = prompt_text[len(prompt_text) // 4 :]
                 if endpoint == "chat":
