@@ -73,7 +73,6 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
         services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive)
         app.state.services = services
-        app.state.media = MediaService(services, settings.image_models_path)
         detectors = (settings.detect_models_dir or settings.data_dir / "detectors").expanduser()
         services.specs.extend(user_detector_specs(detectors))
         app.state.service_tasks = ServiceTasks(
@@ -81,6 +80,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         )
         app.state.inference.service_tasks = app.state.service_tasks
         await start_router(app.state, settings)
+        app.state.media = MediaService(services, settings.image_models_path)
         await start_data_services(app.state, settings)
         await start_discovery(app.state, settings)
         manager.start()
@@ -126,12 +126,12 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.include_router(ollama_router)
     app.include_router(hub_router)
     app.include_router(openai_router)
+    app.include_router(rerank_router)
+    app.include_router(backend_router)
     app.include_router(openai_media_router)
     app.include_router(backend_media_router)
     app.include_router(jobs_router)
     app.include_router(batches_router)
-    app.include_router(rerank_router)
-    app.include_router(backend_router)
     app.include_router(metrics_router)
     app.include_router(admin_router)
     app.include_router(conversations_router)

@@ -82,10 +82,6 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
     )
-    image_models_dir: Path | None = Field(
-        None, description="Folder of diffusers pipelines for image generation, one `save_pretrained` "
-        "directory per model, served under the directory's name. Default: <data_dir>/image-models."
-    )
     batch_max_size: int = Field(
         8, ge=1, description="Most concurrent requests to one vision or embedding model run as one forward pass "
         "(dynamic batching); 1 turns batching off.",
@@ -96,6 +92,10 @@ class Settings(BaseSettings):
     detect_models_dir: Path | None = Field(
         None, description="Folder of extra object detectors: YOLO models exported to ONNX (`NAME.onnx`, class "
         "names in `NAME.names` or the ONNX metadata), served as NAME. Default: <data_dir>/detectors.",
+    )
+    image_models_dir: Path | None = Field(
+        None, description="Folder of diffusers pipelines for image generation, one `save_pretrained` "
+        "directory per model, served under the directory's name. Default: <data_dir>/image-models."
     )
     database_url: str | None = Field(
         None,

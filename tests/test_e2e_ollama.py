@@ -38,7 +38,8 @@ def test_ollama_client_streaming(client: ollama.Client) -> None:
     assert len(parts) > 3 and parts[-1].done
     assert "".join(p.message.content or "" for p in parts).strip()
     gen_parts = list(client.generate(model="smollm2", prompt="Hello", stream=True, options={"num_predict": 10}))
-    assert gen_parts[-1].done and gen_parts[-1].eval_count == 10
+    # at temperature 0.8 the model may end before the limit; it never goes past it
+    assert gen_parts[-1].done and 0 < (gen_parts[-1].eval_count or 0) <= 10
 
 
 def test_ollama_client_list_show_ps(client: ollama.Client) -> None:

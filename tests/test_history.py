@@ -104,6 +104,9 @@ def test_requests_are_recorded_with_timings_tokens_content_and_who(database_url:
             "items"]
         assert history(client, admin_key, until="2020-01-01T00:00:00Z")["items"] == []
         assert history(client, admin_key, model="smollm2:135m", content="false")["items"][0]["input"] is None
+        assert [i["path"] for i in history(client, admin_key, method="get", user="alice")["items"]] == ["/api/tags"]
+        assert [i["path"] for i in history(client, admin_key, path="/api/ch")["items"]] == ["/api/chat"]
+        assert history(client, admin_key, path="/api/%")["items"] == []  # a prefix, not a LIKE pattern
 
         # Pagination: walking the cursor visits every row once, newest first.
         seen: list[int] = []

@@ -24,8 +24,8 @@ from deskml.cli.tls import tls_app
 from deskml.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="deskml: local AI/ML inference server.")
-register_admin_commands(app)
 app.add_typer(tls_app, name="tls")
+register_admin_commands(app)
 console = Console()
 err = Console(stderr=True)
 register_hub_commands(app)

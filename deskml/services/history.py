@@ -240,6 +240,8 @@ class HistoryQuery:
     user: str | None = None  # principal id: a key id or a user name
     status: str | None = None  # "200", "4xx", "error" (>= 400) or "ok" (< 400)
     dialect: str | None = None
+    method: str | None = None  # GET, POST, ...
+    path: str | None = None  # a prefix: "/api/chat", "/v1/"
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50
@@ -295,6 +297,10 @@ def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[
         stmt = stmt.where(_status_filter(q.status))
     if q.dialect:
         stmt = stmt.where(HistoryRow.dialect == q.dialect)
+    if q.method:
+        stmt = stmt.where(HistoryRow.method == q.method.strip().upper())
+    if q.path:
+        stmt = stmt.where(HistoryRow.path.startswith(q.path, autoescape=True))
     if q.since:
         stmt = stmt.where(HistoryRow.created_at >= q.since)
     if q.until:

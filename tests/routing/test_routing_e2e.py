@@ -75,8 +75,10 @@ def test_second_node_killed_then_back(tmp_path: Path, node2: ServerProcess, clou
                         if b["name"] == "node2")["circuit"] == "closed"
         finally:
             revived.stop()
-        wait_for(lambda: len(client.get("/api/history").json()["items"]) >= 3, what="history")
-        backends = [i["backend"] for i in client.get("/api/history").json()["items"]]
+        # the history is written in batches: wait for the three chats, not just any three records
+        chats = "/api/history?path=/api/chat"
+        wait_for(lambda: len(client.get(chats).json()["items"]) >= 3, what="history")
+        backends = [i["backend"] for i in client.get(chats).json()["items"]]
         assert backends.count("upstream:node2") == 2 and backends.count("upstream:cloud") == 1
 
 

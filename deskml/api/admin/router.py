@@ -105,6 +105,8 @@ async def history(
     user: str | None = Query(None, description="A key id or a user name."),
     status: str | None = Query(None, description="200, 4xx, ok or error."),
     dialect: str | None = None,
+    method: str | None = Query(None, description="GET, POST, DELETE, ..."),
+    path: str | None = Query(None, description="Paths starting with this, e.g. /api/chat or /v1/."),
     since: str | None = Query(None, description="ISO time, Unix seconds, or '1h' / '7d' ago."),
     until: str | None = None,
     limit: int = 50,
@@ -113,7 +115,7 @@ async def history(
 ) -> wire.HistoryPage:
     db: Database = request.app.state.db
     q = hist.HistoryQuery(
-        model=model, user=user, status=status, dialect=dialect, limit=limit,
+        model=model, user=user, status=status, dialect=dialect, method=method, path=path, limit=limit,
         since=hist.parse_time(since, name="since") if since else None,
         until=hist.parse_time(until, name="until") if until else None,
         cursor=_cursor(cursor),
