@@ -30,6 +30,10 @@ def test_ollama_client_chat_and_generate(client: ollama.Client) -> None:
     assert reply.done and reply.eval_count and reply.eval_count <= 20
     gen = client.generate(model="smollm2", prompt="Two plus two is", options={"temperature": 0, "num_predict": 8})
     assert gen.response.strip() and gen.done_reason in {"stop", "length"}
+    scored = client.chat(model="smollm2", messages=[{"role": "user", "content": "Say hello."}], logprobs=True,
+                         top_logprobs=2, options={"temperature": 0, "num_predict": 6})
+    assert scored.logprobs and "".join(lp.token for lp in scored.logprobs) == scored.message.content
+    assert all(lp.logprob <= 0 and len(lp.top_logprobs or []) == 2 for lp in scored.logprobs)
 
 
 def test_ollama_client_streaming(client: ollama.Client) -> None:

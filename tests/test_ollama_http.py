@@ -112,6 +112,36 @@ def test_format_schema_is_enforced(app_client: TestClient) -> None:
     assert isinstance(value["name"], str) and isinstance(value["age"], int)
 
 
+def test_logprobs_per_token_with_alternatives(app_client: TestClient) -> None:
+    # repeat_penalty 1 so that greedy decoding picks exactly the most likely token of the raw distribution
+    body = {"model": MODEL, "prompt": "Name a color.", "stream": False, "logprobs": True, "top_logprobs": 3,
+            "options": {"temperature": 0, "num_predict": 8, "repeat_penalty": 1.0}}
+    reply = app_client.post("/api/generate", json=body).json()
+    logprobs = reply["logprobs"]
+    assert len(logprobs) == reply["eval_count"]
+    assert "".join(entry["token"] for entry in logprobs) == reply["response"]
+    for entry in logprobs:
+        assert entry["logprob"] <= 0 and bytes(entry["bytes"]).decode("utf-8", "replace")
+        alternatives = entry["top_logprobs"]
+        assert len(alternatives) == 3
+        assert [a["logprob"] for a in alternatives] == sorted((a["logprob"] for a in alternatives), reverse=True)
+        # at temperature 0 the chosen token is the most likely one
+        assert alternatives[0]["token"] == entry["token"]
+        assert alternatives[0]["logprob"] == pytest.approx(entry["logprob"], abs=1e-4)
+    # streamed: each line carries its own tokens; without top_logprobs no alternatives
+    with app_client.stream("POST", "/api/chat", json={
+            "model": MODEL, "logprobs": True, "options": {"temperature": 0, "num_predict": 8},
+            "messages": [{"role": "user", "content": "Name a color."}]}) as r:
+        lines = ndjson(r)
+    streamed = [entry for line in lines[:-1] for entry in line["logprobs"]]
+    assert "".join(e["token"] for e in streamed) == "".join(line["message"]["content"] for line in lines)
+    assert streamed and all("top_logprobs" not in e for e in streamed)
+    plain = app_client.post("/api/generate", json={**body, "logprobs": False}).json()
+    assert "logprobs" not in plain
+    too_many = app_client.post("/api/generate", json={**body, "top_logprobs": 21})
+    assert too_many.status_code == 400 and "top_logprobs" in too_many.json()["error"]
+
+
 def test_unicode_roundtrips_unescaped(app_client: TestClient) -> None:
     r = app_client.post("/api/chat", json={
         "model": MODEL, "stream": False, "options": {"temperature": 0, "num_predict": 30},

@@ -82,6 +82,11 @@ def test_chat_logprobs(app_client: TestClient) -> None:
     assert "".join(item["token"] for item in content) == body["choices"][0]["message"]["content"]
     assert all(item["logprob"] <= 0 and len(item["top_logprobs"]) == 3 for item in content)
     assert content[0]["top_logprobs"][0]["logprob"] >= content[0]["top_logprobs"][1]["logprob"]
+    # logprobs without top_logprobs: every token, no alternatives
+    bare = app_client.post("/v1/chat/completions", json={"model": MODEL, "messages": HELLO, **DET,
+                                                         "logprobs": True}).json()
+    content = bare["choices"][0]["logprobs"]["content"]
+    assert len(content) == bare["usage"]["completion_tokens"] and all(i["top_logprobs"] == [] for i in content)
 
 
 def test_chat_seed_penalties_and_unknown_fields(app_client: TestClient) -> None:

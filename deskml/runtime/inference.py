@@ -343,8 +343,9 @@ class InferenceService:
                 body["json_schema"] = {"type": "object"}
         if request.logprobs:
             body["logprobs"] = True
-            body["top_logprobs"] = request.top_logprobs
-            body["n_probs"] = max(1, request.top_logprobs)
+            # llama.cpp sends no logprobs at all for top_logprobs 0; ask for one alternative and let
+            # the dialects cut the alternatives to what the client asked for
+            body["top_logprobs"] = body["n_probs"] = max(1, request.top_logprobs)
         return body
 
     async def _run(

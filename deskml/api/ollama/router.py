@@ -62,6 +62,16 @@ async def version() -> wire.VersionResponse:
 
 
 # inference -------------------------------------------------------------------------------------
+def _top(req: core.ChatRequest | core.GenerateRequest) -> int | None:
+    """How many alternatives each streamed token carries; None when logprobs were not asked for."""
+    return req.top_logprobs if req.logprobs else None
+
+
+def _logprobs(req: core.ChatRequest | core.GenerateRequest, result: core.GenerationResult
+              ) -> list[dict[str, Any]] | None:
+    return tr.logprobs_wire(result.logprobs, req.top_logprobs) if req.logprobs else None
+
+
 @router.post("/api/chat")
 async def chat(body: wire.ChatRequest, request: Request) -> Response:
     service = _inference(request)
@@ -74,14 +84,15 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
     events = service.chat(req)
     if not stream:
         result = core.collect(await until_disconnected(request, collect(events)))
-        return _json(tr.chat_final(result.done.model, result.done, result.text, result.thinking))
+        return _json(tr.chat_final(result.done.model, result.done, result.text, result.thinking,
+                                   logprobs=_logprobs(req, result)))
 
     first, rest = await prime(events)
     model_name = _registry(request).canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
         if isinstance(event, core.TextDelta | core.ThinkingDelta):
-            return [tr.chat_chunk(model_name, event)]
+            return [tr.chat_chunk(model_name, event, _top(req))]
         if isinstance(event, core.Done):
             lines = []
             if event.tool_calls:  # Ollama sends complete tool calls in one chunk before the final line
@@ -109,14 +120,15 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
     events = service.generate(req)
     if not stream:
         result = core.collect(await until_disconnected(request, collect(events)))
-        return _json(tr.generate_final(result.done.model, result.done, result.text, result.thinking))
+        return _json(tr.generate_final(result.done.model, result.done, result.text, result.thinking,
+                                       logprobs=_logprobs(req, result)))
 
     first, rest = await prime(events)
     model_name = _registry(request).canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
         if isinstance(event, core.TextDelta | core.ThinkingDelta):
-            return [tr.generate_chunk(model_name, event)]
+            return [tr.generate_chunk(model_name, event, _top(req))]
         if isinstance(event, core.Done):
             return [tr.generate_final(model_name, event)]
         return []

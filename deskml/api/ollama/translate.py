@@ -20,6 +20,7 @@ from deskml.runtime.gguf import GGUFInfo
 from deskml.runtime.inference import split_options
 
 log = logging.getLogger("deskml.api.ollama")
+MAX_TOP_LOGPROBS = 20  # the same bound as the OpenAI dialect (OpenAI chat allows 0-20)
 
 
 def timestamp(when: datetime | None = None) -> str:
@@ -87,6 +88,12 @@ def message(value: wire.Message, index: int) -> core.ChatMessage:
     )
 
 
+def _top_logprobs(value: int | None) -> int:
+    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    return value or 0
+
+
 def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
     log_extras(req)
     sampling, num_ctx = _options(req.options)
@@ -108,7 +115,7 @@ def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
         truncate=bool(req.truncate),
         tools=tools,
         logprobs=bool(req.logprobs),
-        top_logprobs=req.top_logprobs or 0,
+        top_logprobs=_top_logprobs(req.top_logprobs),
     )
 
 
@@ -129,7 +136,7 @@ def generate_request(req: wire.GenerateRequest) -> core.GenerateRequest:
         keep_alive=keep_alive(req.keep_alive),
         truncate=bool(req.truncate),
         logprobs=bool(req.logprobs),
-        top_logprobs=req.top_logprobs or 0,
+        top_logprobs=_top_logprobs(req.top_logprobs),
     )
 
 
@@ -159,17 +166,34 @@ def tool_calls_wire(calls: list[core.ToolCall]) -> list[dict[str, Any]]:
     ]
 
 
-def chat_chunk(model: str, event: core.TextDelta | core.ThinkingDelta) -> dict[str, Any]:
+def logprobs_wire(items: list[core.TokenLogprob], top: int) -> list[dict[str, Any]]:
+    """Ollama's `logprobs`: one entry per generated token, `top_logprobs` only when asked for."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        entry: dict[str, Any] = {"token": item.token, "logprob": item.logprob,
+                                 "bytes": item.bytes if item.bytes is not None else list(item.token.encode())}
+        if top > 0:
+            entry["top_logprobs"] = [{"token": t, "logprob": lp, "bytes": list(t.encode())} for t, lp in item.top[:top]]
+        out.append(entry)
+    return out
+
+
+def chat_chunk(model: str, event: core.TextDelta | core.ThinkingDelta, top_logprobs: int | None = None
+               ) -> dict[str, Any]:
+    """One streamed line; `top_logprobs` is None unless the request asked for logprobs."""
     msg: dict[str, Any] = {"role": "assistant", "content": ""}
     if isinstance(event, core.ThinkingDelta):
         msg["thinking"] = event.text
     else:
         msg["content"] = event.text
-    return {"model": model, "created_at": timestamp(), "message": msg, "done": False}
+    body: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": msg, "done": False}
+    if top_logprobs is not None and isinstance(event, core.TextDelta):
+        body["logprobs"] = logprobs_wire(event.logprobs, top_logprobs)
+    return body
 
 
 def chat_final(model: str, done: core.Done, content: str = "", thinking: str = "",
-               include_tools: bool = True) -> dict[str, Any]:
+               include_tools: bool = True, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": content}
     if thinking:
         msg["thinking"] = thinking
@@ -177,24 +201,32 @@ def chat_final(model: str, done: core.Done, content: str = "", thinking: str = "
         msg["tool_calls"] = tool_calls_wire(done.tool_calls)
     body: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": msg, "done": True,
                             "done_reason": ollama_reason(done.reason)}
+    if logprobs is not None:
+        body["logprobs"] = logprobs
     body.update(timing_fields(done))
     return body
 
 
-def generate_chunk(model: str, event: core.TextDelta | core.ThinkingDelta) -> dict[str, Any]:
+def generate_chunk(model: str, event: core.TextDelta | core.ThinkingDelta, top_logprobs: int | None = None
+                   ) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": "", "done": False}
     if isinstance(event, core.ThinkingDelta):
         body["thinking"] = event.text
     else:
         body["response"] = event.text
+        if top_logprobs is not None:
+            body["logprobs"] = logprobs_wire(event.logprobs, top_logprobs)
     return body
 
 
-def generate_final(model: str, done: core.Done, response: str = "", thinking: str = "") -> dict[str, Any]:
+def generate_final(model: str, done: core.Done, response: str = "", thinking: str = "",
+                   logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "created_at": timestamp(), "response": response, "done": True,
                             "done_reason": ollama_reason(done.reason)}
     if thinking:
         body["thinking"] = thinking
+    if logprobs is not None:
+        body["logprobs"] = logprobs
     body.update(timing_fields(done))
     return body
 
