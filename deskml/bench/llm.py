@@ -169,7 +169,10 @@ class Deskml(System):
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         env = {"DESKML_DATA_DIR": str(self.workdir / "deskml-data"), "DESKML_PORT": str(self.port),
-               "DESKML_PRELOAD": "true", "DESKML_MAX_QUEUE": "256", "DESKML_LOG_LEVEL": "warning"}
+               "DESKML_PRELOAD": "true", "DESKML_MAX_QUEUE": "256", "DESKML_LOG_LEVEL": "warning",
+               # every client sends the same seeded request: the response cache would answer all but the
+               # first from memory, and this bench measures generation, which the peers do every time
+               "DESKML_CACHE": "false"}
         return [sys.executable, "-m", "deskml.cli.main", "serve"], env
 
     async def stream(self, client: httpx.AsyncClient, prompt: str, max_tokens: int) -> Sample:
