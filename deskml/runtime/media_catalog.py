@@ -6,11 +6,11 @@ Weight packages are model sources, never imported: their files are found with `f
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 from pathlib import Path
 
+from deskml.engines.weights import package_dir
 from deskml.runtime import names
 from deskml.runtime.services import ServiceSpec
 from deskml.settings import Settings
@@ -28,16 +28,6 @@ OPENAI_GENERIC_MODELS = {
     "tts": {"tts-1", "tts-1-hd", "gpt-4o-mini-tts"},
     "image": {"dall-e-2", "dall-e-3", "gpt-image-1", "gpt-image-1-mini"},
 }
-
-
-def package_dir(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def _file_in(module: str, relative: str) -> str:

