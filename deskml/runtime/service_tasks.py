@@ -69,7 +69,7 @@ class ServiceTasks:
     async def embed(self, request: EmbedRequest) -> EmbedResult:
         started = time.perf_counter_ns()
         spec = self.services.get_spec(request.model, "embedding")
-        engine, load_ns = await self.services.engine(spec)
+        engine, load_ns = await self.services.engine(spec, request.keep_alive)
         _note(spec.name, spec.kind)
         if not request.inputs:  # Ollama's way to load a model: an empty input
             return EmbedResult(model=spec.name, embeddings=[], timings=Timings(load_ns=load_ns, total_ns=load_ns))

@@ -86,6 +86,9 @@ class LoadedService:
     engine: Any
     load_seconds: float
     last_used: float = field(default_factory=time.monotonic)
+    # A request's keep_alive (seconds; <0 forever, 0 unload when idle) outlives it, as in Ollama;
+    # None until a request sets one: the server's DESKML_KEEP_ALIVE applies.
+    keep_alive: float | None = None
     active: int = 0
 
 
@@ -154,11 +157,24 @@ class ServiceManager:
             await self.unload(name)
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def engine(self, spec: ServiceSpec) -> tuple[Any, int]:
-        """The loaded engine for `spec` and the nanoseconds this call spent loading it."""
+    def keep_alive_of(self, loaded: LoadedService) -> float:
+        return self.keep_alive if loaded.keep_alive is None else loaded.keep_alive
+
+    def expires_at(self, loaded: LoadedService) -> float | None:
+        """Wall-clock time (epoch seconds) the idle model unloads; None = never."""
+        keep = self.keep_alive_of(loaded)
+        if keep < 0:
+            return None
+        return time.time() + max(0.0, loaded.last_used + keep - time.monotonic())
+
+    async def engine(self, spec: ServiceSpec, keep_alive: float | None = None) -> tuple[Any, int]:
+        """The loaded engine for `spec` and the nanoseconds this call spent loading it; a
+        `keep_alive` from the request replaces the model's idle time from now on."""
         current = self._loaded.get(spec.name)
         if current is not None:
             current.last_used = time.monotonic()
+            if keep_alive is not None:
+                current.keep_alive = keep_alive
             return current.engine, 0
         lock = self._locks.setdefault(spec.name, asyncio.Lock())
         started = time.perf_counter_ns()
@@ -167,6 +183,8 @@ class ServiceManager:
             if current is None:
                 current = await self._load(spec)
         current.last_used = time.monotonic()
+        if keep_alive is not None:
+            current.keep_alive = keep_alive
         return current.engine, time.perf_counter_ns() - started
 
     async def run(self, spec: ServiceSpec, call: Callable[..., T], *args: Any) -> T:
@@ -215,9 +233,8 @@ class ServiceManager:
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(1.0)
-            if self.keep_alive < 0:
-                continue
             now = time.monotonic()
             for name, loaded in list(self._loaded.items()):
-                if loaded.active == 0 and now - loaded.last_used > self.keep_alive:
+                keep = self.keep_alive_of(loaded)
+                if keep >= 0 and loaded.active == 0 and now - loaded.last_used >= keep:
                     await self.unload(name)

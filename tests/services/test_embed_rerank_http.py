@@ -57,6 +57,31 @@ def test_too_long_input_without_truncate_is_400(svc_client: TestClient) -> None:
     assert cut.status_code == 200 and cut.json()["prompt_eval_count"] == 256
 
 
+def test_keep_alive_per_request_and_ps_for_embedding_models(svc_client: TestClient) -> None:
+    import time
+    from datetime import UTC, datetime
+
+    def row() -> dict | None:
+        return next((m for m in svc_client.get("/api/ps").json()["models"] if m["name"].startswith("wordllama")),
+                    None)
+
+    assert svc_client.post("/api/embed", json={"model": "wordllama", "input": "hi", "keep_alive": "10m"}).status_code \
+        == 200
+    loaded = row()
+    assert loaded is not None and loaded["kind"] == "embedding" and loaded["size"] > 0
+    left = datetime.fromisoformat(loaded["expires_at"].replace("Z", "+00:00")) - datetime.now(UTC)
+    assert 540 < left.total_seconds() <= 600
+    # keep_alive 0: unloaded as soon as it is idle (the reaper looks every second)
+    svc_client.post("/api/embed", json={"model": "wordllama", "input": "hi", "keep_alive": 0})
+    deadline = time.monotonic() + 5
+    while row() is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert row() is None
+    # negative: kept for ever, shown as Ollama shows it
+    svc_client.post("/api/embed", json={"model": "wordllama", "input": "hi", "keep_alive": -1})
+    assert row()["expires_at"].startswith("2318-")
+
+
 @pytest.mark.parametrize("path", ["/v1/rerank", "/api/rerank"])
 def test_rerank_puts_the_relevant_passage_first(svc_client: TestClient, path: str) -> None:
     response = svc_client.post(path, json={

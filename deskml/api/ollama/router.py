@@ -16,6 +16,7 @@ from deskml.api.ollama.models import create_model, show_model
 from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_response, until_disconnected
 from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError
+from deskml.runtime import names
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_models import service_model_cards
@@ -216,6 +217,11 @@ async def ps(request: Request) -> wire.ProcessResponse:
             slots=loaded.scheduler.slots, running=loaded.scheduler.running, queued=loaded.scheduler.queued,
             kind=loaded.kind,
         ))
+    services = request.app.state.services
+    cards = {card.name: card for card in service_model_cards(services)}
+    for item in services.loaded():  # embeddings, vision, speech and image models
+        card = cards.get(names.display(item.spec.name))
+        models.append(tr.service_process(item.spec, card, services.expires_at(item), item.active))
     return wire.ProcessResponse(models=models)
 
 

@@ -16,10 +16,14 @@ from deskml.core import types as core
 from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
+from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
 from deskml.runtime.inference import split_options
+from deskml.runtime.service_models import ServiceModelCard
+from deskml.runtime.services import ServiceSpec
 
 log = logging.getLogger("deskml.api.ollama")
+FOREVER = datetime(2318, 1, 1, tzinfo=UTC)  # how Ollama shows a model kept loaded forever
 MAX_TOP_LOGPROBS = 20  # the same bound as the OpenAI dialect (OpenAI chat allows 0-20)
 
 
@@ -229,6 +233,21 @@ def generate_final(model: str, done: core.Done, response: str = "", thinking: st
         body["logprobs"] = logprobs
     body.update(timing_fields(done))
     return body
+
+
+def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: float | None, running: int
+                    ) -> wire.ProcessModel:
+    """An /api/ps row for a loaded embedding, vision, speech or image model (no slots, no context)."""
+    name = names.display(spec.name)
+    when = FOREVER if expires is None else datetime.fromtimestamp(expires, UTC)
+    return wire.ProcessModel(
+        name=name, model=name, size=card.size if card else 0, digest=card.digest if card else "",
+        details=wire.ModelDetails(format=card.format if card else "", family=spec.family,
+                                  families=[spec.family] if spec.family else None,
+                                  parameter_size=card.parameter_size if card else ""),
+        expires_at=timestamp(when), size_vram=0, context_length=0, slots=0, running=running, queued=0,
+        kind=spec.kind,
+    )
 
 
 def ollama_reason(reason: str) -> str:
