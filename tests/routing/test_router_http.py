@@ -41,6 +41,13 @@ def test_upstream_models_are_listed_under_their_prefix(routed_app: Any, cloud: F
         assert tags["llama3:8b"]["details"]["parameter_size"] == "1M"
         models = {m["id"] for m in client.get("/v1/models").json()["data"]}
         assert {"cloud/gpt-4o-mini", "llama3:8b"} <= models
+        # /api/show answers for every listed model, upstream-only ones too
+        shown = client.post("/api/show", json={"model": "llama3:8b"})
+        assert shown.status_code == 200, shown.text
+        assert shown.json()["details"]["format"] == "upstream:lan" and shown.json()["details"]["parameter_size"] == "1M"
+        assert shown.json()["model_info"]["deskml.upstream"] == "lan"
+        assert client.post("/api/show", json={"model": "cloud/gpt-4o-mini"}).json()["capabilities"] == ["completion"]
+        assert client.post("/api/show", json={"model": "cloud/nope"}).status_code == 404
         status = client.get("/api/admin/upstreams").json()
         assert status["routing"] is True
         assert {b["name"]: b["up"] for b in status["backends"] if b["name"] != "local"} == {"cloud": True, "lan": True}

@@ -57,6 +57,18 @@ def test_too_long_input_without_truncate_is_400(svc_client: TestClient) -> None:
     assert cut.status_code == 200 and cut.json()["prompt_eval_count"] == 256
 
 
+def test_show_answers_for_service_models(svc_client: TestClient) -> None:
+    import ollama
+
+    client = ollama.Client(host="http://testserver")
+    client._client = svc_client  # the official client's parsing, in process
+    shown = client.show("all-minilm")
+    assert shown.capabilities == ["embedding"] and shown.details.family == "bert"
+    assert shown.license == "Apache-2.0" and "all-minilm" in (shown.modelfile or "")
+    ocr = svc_client.post("/api/show", json={"model": "pp-ocrv4"}).json()
+    assert ocr["capabilities"] == ["vision", "ocr"] and ocr["model_info"]["deskml.kind"] == "ocr"
+
+
 def test_keep_alive_per_request_and_ps_for_embedding_models(svc_client: TestClient) -> None:
     import time
     from datetime import UTC, datetime

@@ -10,6 +10,8 @@ from deskml.core.errors import BadRequest
 from deskml.runtime import modelfile
 from deskml.runtime.create import CreateSpec, create
 from deskml.runtime.registry import Registry
+from deskml.runtime.router import RoutedModel
+from deskml.runtime.service_models import ServiceModelCard
 
 
 def create_spec(body: wire.CreateRequest) -> CreateSpec:
@@ -66,4 +68,32 @@ def show_model(registry: Registry, name: str, verbose: bool) -> wire.ShowRespons
         capabilities=["completion", "tools"],
         modified_at=tr.timestamp(manifest.modified_at),
         messages=manifest.messages or None,
+    )
+
+
+def show_service(card: ServiceModelCard) -> wire.ShowResponse:
+    """/api/show for an embedding, vision, speech or image model: what deskml knows of it (no GGUF)."""
+    family = [card.family] if card.family else None
+    return wire.ShowResponse(
+        license=card.license,
+        modelfile=f"# {card.description}\nFROM {card.name}\n" if card.description else f"FROM {card.name}\n",
+        details=wire.ModelDetails(format=card.format, family=card.family, families=family,
+                                  parameter_size=card.parameter_size),
+        model_info={"general.architecture": card.family, "general.parameter_count_label": card.parameter_size,
+                    "deskml.kind": card.kind},
+        capabilities=card.capabilities,
+        modified_at=tr.timestamp(card.modified_at),
+    )
+
+
+def show_routed(routed: RoutedModel) -> wire.ShowResponse:
+    """/api/show for a model only an upstream serves: the facts its listing gave."""
+    remote = routed.model
+    return wire.ShowResponse(
+        modelfile=f"# served by upstream '{routed.upstream}' as {remote.name}\nFROM {routed.name}\n",
+        details=wire.ModelDetails(format=f"upstream:{routed.upstream}", family=remote.family,
+                                  parameter_size=remote.parameter_size, quantization_level=remote.quantization),
+        model_info={"deskml.upstream": routed.upstream, "deskml.upstream_model": remote.name},
+        capabilities=["completion"],
+        modified_at=tr.timestamp(),
     )

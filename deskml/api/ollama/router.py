@@ -12,14 +12,15 @@ from deskml import __version__
 from deskml.api.ollama import images
 from deskml.api.ollama import schemas as wire
 from deskml.api.ollama import translate as tr
-from deskml.api.ollama.models import create_model, show_model
+from deskml.api.ollama.models import create_model, show_model, show_routed, show_service
 from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_response, until_disconnected
 from deskml.core import types as core
-from deskml.core.errors import BadRequest, DeskmlError
+from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
 from deskml.runtime import names
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_models import service_model_cards
+from deskml.runtime.upstreams import model_key
 
 # The Ollama version deskml's API matches; clients gate features on it.
 OLLAMA_COMPAT_VERSION = "0.13.0"
@@ -230,7 +231,20 @@ async def show(body: wire.ModelRequest, request: Request) -> Response:
     name = body.target()
     if not name:
         raise BadRequest("model is required", param="model")
-    return _json(show_model(_registry(request), name, bool(body.verbose)).model_dump())
+    try:
+        return _json(show_model(_registry(request), name, bool(body.verbose)).model_dump())
+    except ModelNotFound:
+        pass
+    services = request.app.state.services
+    spec = services.find(name)
+    card = next((c for c in service_model_cards(services) if spec and c.name == names.display(spec.name)), None)
+    if card is not None:
+        return _json(show_service(card).model_dump())
+    wanted = model_key(name)
+    routed = next((r for r in _inference(request).routed_models() if model_key(r.name) == wanted), None)
+    if routed is not None:
+        return _json(show_routed(routed).model_dump())
+    raise ModelNotFound(name)
 
 
 @router.post("/api/copy")
