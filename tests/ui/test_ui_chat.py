@@ -92,6 +92,8 @@ def test_reply_streams_token_by_token_and_stop_frees_the_slot(ui_server: ServerP
     last_stats = page.locator(".msg.assistant .msg-stats").last.inner_text()
     assert "TTFT" in last_stats and "tok/s" in last_stats and "tokens" in last_stats
     assert "Привет! Скажи «здравствуй»." in page.locator(".msg.user").last.inner_text()
+    page.get_by_role("button", name="Settings").click()  # closed, so the picture shows the whole talk
+    assert page.get_by_role("button", name="Settings").get_attribute("aria-expanded") == "false"
     shot(page, "chat")
 
     # kept server-side: a fresh page lists the conversation and opens it with all four messages
