@@ -212,3 +212,30 @@ def test_disconnect_while_waiting_non_stream(server: ServerProcess) -> None:
     while _running(server) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert _running(server) == 0
+
+
+def test_streaming_client_that_leaves_the_queue_is_dropped(server: ServerProcess) -> None:
+    """Both slots busy: a third streaming request waits in the queue with no response yet; when its
+    client gives up, it leaves the queue at once instead of taking a slot later."""
+    import time
+
+    def queued() -> int:
+        return sum(m["queued"] for m in httpx.get(server.url + "/api/ps", timeout=10).json()["models"])
+
+    def body(start: int) -> dict:  # different prompts: identical requests would share one generation (cache)
+        return {"model": "smollm2", "prompt": ", ".join(str(start + i) for i in range(6)) + ",", "raw": True,
+                "options": {"num_predict": 2000, "temperature": 0, "repeat_penalty": 1.0}}
+
+    url = server.url + "/api/generate"
+    with httpx.Client(timeout=60) as http, http.stream("POST", url, json=body(1)) as a, \
+            http.stream("POST", url, json=body(100)) as b:
+        held = [a.iter_lines(), b.iter_lines()]  # kept: a dropped iterator closes its connection
+        assert all(next(lines) for lines in held)  # both running now
+        assert _running(server) == 2
+        with pytest.raises(httpx.ReadTimeout):  # queued: no status line until a slot frees
+            httpx.post(url, json=body(500), timeout=httpx.Timeout(60, read=1.5))
+        left = time.monotonic()
+        while queued() and time.monotonic() - left < 5:
+            time.sleep(0.02)
+        assert queued() == 0, "the abandoned request is still queued"
+        assert _running(server) == 2  # the two streams still run

@@ -89,7 +89,7 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
         return _json(tr.chat_final(result.done.model, result.done, result.text, result.thinking,
                                    logprobs=_logprobs(req, result)))
 
-    first, rest = await prime(events)
+    first, rest = await until_disconnected(request, prime(events))  # a queued client may leave
     model_name = _registry(request).canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
@@ -125,7 +125,7 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
         return _json(tr.generate_final(result.done.model, result.done, result.text, result.thinking,
                                        logprobs=_logprobs(req, result)))
 
-    first, rest = await prime(events)
+    first, rest = await until_disconnected(request, prime(events))  # a queued client may leave
     model_name = _registry(request).canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
@@ -312,7 +312,7 @@ async def pull(body: wire.ModelRequest, request: Request) -> Response:
     def render(event: dict[str, Any]) -> list[dict[str, Any]]:
         return [event]
 
-    first, rest = await prime(events)
+    first, rest = await until_disconnected(request, prime(events))
     return stream_response(ndjson_lines(first, rest, render, _error_line), "application/x-ndjson")
 
 
