@@ -95,6 +95,20 @@ def _clean_label(value: Any, where: str) -> str:
     return label
 
 
+def _jsonl_objects(text: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line, or a BadRequest naming the line that is not one."""
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from None
+        if not isinstance(item, dict):
+            raise BadRequest(f"line {number} is not a JSON object")
+        yield number, item
+
+
 def parse_text_dataset(data: bytes) -> TextDataset:
     """The rows of a CSV or JSONL dataset with `text` and `label`, or a BadRequest saying what is wrong."""
     text = _decode(data)
@@ -102,15 +116,7 @@ def parse_text_dataset(data: bytes) -> TextDataset:
     labels: list[str] = []
     if looks_like_jsonl(text):
         fmt = "jsonl"
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise BadRequest(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from None
-            if not isinstance(item, dict):
-                raise BadRequest(f"line {number} is not a JSON object")
+        for number, item in _jsonl_objects(text):
             missing = [name for name in ("text", "label") if name not in item]
             if missing:
                 raise BadRequest(f"line {number} lacks {' and '.join(repr(m) for m in missing)}")
@@ -250,15 +256,7 @@ def parse_batch_file(data: bytes) -> list[BatchLine]:
     text = _decode(data)
     lines: list[BatchLine] = []
     seen: set[str] = set()
-    for number, raw in enumerate(text.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            item = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"line {number} is not valid JSON: {exc.msg} (column {exc.colno})") from None
-        if not isinstance(item, dict):
-            raise BadRequest(f"line {number} is not a JSON object")
+    for number, item in _jsonl_objects(text):
         custom_id = item.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
             raise BadRequest(f"line {number}: 'custom_id' must be a non-empty string")
