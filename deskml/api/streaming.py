@@ -57,8 +57,14 @@ async def collect(events: AsyncIterator[T]) -> list[T]:
         return [event async for event in events]
 
 
-async def prime(events: AsyncIterator[T]) -> tuple[T | None, AsyncIterator[T]]:
-    """Take the first item now, so errors before the first token become an HTTP status."""
+async def prime(request: Request, events: AsyncIterator[T]) -> tuple[T | None, AsyncIterator[T]]:
+    """Take the first item now, so errors before the first token become an HTTP status. Until then
+    the client has no response at all (a queued request waits here), so a client that leaves
+    cancels the wait and frees its place."""
+    return await until_disconnected(request, _first(events))
+
+
+async def _first(events: AsyncIterator[T]) -> tuple[T | None, AsyncIterator[T]]:
     try:
         first = await anext(events)
     except StopAsyncIteration:

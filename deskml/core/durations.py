@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from deskml.core.errors import BadRequest
+
+# The expiry shown for a model kept loaded for ever (a negative keep_alive), as Ollama shows it.
+KEPT_FOREVER = datetime(2318, 1, 1, tzinfo=UTC)
 
 _UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

@@ -141,6 +141,10 @@ class Timings(BaseModel):
         return self.prompt_eval_count + self.cached_tokens
 
 
+# Most alternatives a token may carry, in either dialect (OpenAI's chat bound).
+MAX_TOP_LOGPROBS = 20
+
+
 class TokenLogprob(BaseModel):
     token: str
     logprob: float

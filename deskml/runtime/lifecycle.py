@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from deskml.core.aio import wait_event
+from deskml.core.durations import KEPT_FOREVER
 from deskml.core.errors import BadRequest, Busy, ModelLoadError
 from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
 from deskml.runtime import gotemplate
@@ -51,7 +52,7 @@ class LoadedModel:
 
     def expires_datetime(self) -> datetime:
         if self.keep_alive < 0:
-            return datetime(2318, 1, 1, tzinfo=UTC)  # "forever", as Ollama shows it
+            return KEPT_FOREVER
         if self.expires_at is None:  # busy: the clock starts when the last request ends
             return datetime.fromtimestamp(time.time() + self.keep_alive, UTC)
         return datetime.fromtimestamp(self.expires_at, UTC)

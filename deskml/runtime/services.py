@@ -18,8 +18,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol, TypeVar
 
+from deskml.core.durations import KEPT_FOREVER
 from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
 from deskml.runtime import names
 
@@ -160,12 +162,12 @@ class ServiceManager:
     def keep_alive_of(self, loaded: LoadedService) -> float:
         return self.keep_alive if loaded.keep_alive is None else loaded.keep_alive
 
-    def expires_at(self, loaded: LoadedService) -> float | None:
-        """Wall-clock time (epoch seconds) the idle model unloads; None = never."""
+    def expires_at(self, loaded: LoadedService) -> datetime:
+        """When the idle model unloads (KEPT_FOREVER for never)."""
         keep = self.keep_alive_of(loaded)
         if keep < 0:
-            return None
-        return time.time() + max(0.0, loaded.last_used + keep - time.monotonic())
+            return KEPT_FOREVER
+        return datetime.fromtimestamp(time.time() + max(0.0, loaded.last_used + keep - time.monotonic()), UTC)
 
     async def engine(self, spec: ServiceSpec, keep_alive: float | None = None) -> tuple[Any, int]:
         """The loaded engine for `spec` and the nanoseconds this call spent loading it; a

@@ -81,7 +81,7 @@ async def generate(body: wire.GenerateRequest, request: Request, stream: bool) -
         done = await until_disconnected(request, media.generate_image_all(req))
         return Response(dumps(_final(name, done)), media_type="application/json; charset=utf-8")
 
-    first, rest = await until_disconnected(request, prime(media.generate_image(req)))
+    first, rest = await prime(request, media.generate_image(req))
 
     def render(event: m.ImageEvent) -> list[dict[str, Any]]:
         if isinstance(event, m.ImageProgress):

@@ -89,7 +89,7 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
         return _json(tr.chat_final(result.done.model, result.done, result.text, result.thinking,
                                    logprobs=_logprobs(req, result)))
 
-    first, rest = await until_disconnected(request, prime(events))  # a queued client may leave
+    first, rest = await prime(request, events)
     model_name = _registry(request).canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
@@ -125,7 +125,7 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
         return _json(tr.generate_final(result.done.model, result.done, result.text, result.thinking,
                                        logprobs=_logprobs(req, result)))
 
-    first, rest = await until_disconnected(request, prime(events))  # a queued client may leave
+    first, rest = await prime(request, events)
     model_name = _registry(request).canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
@@ -237,7 +237,8 @@ async def show(body: wire.ModelRequest, request: Request) -> Response:
         pass
     services = request.app.state.services
     spec = services.find(name)
-    card = next((c for c in service_model_cards(services) if spec and c.name == names.display(spec.name)), None)
+    shown = names.display(spec.name) if spec else None
+    card = next((c for c in service_model_cards(services) if c.name == shown), None) if spec else None
     if card is not None:
         return _json(show_service(card).model_dump())
     wanted = model_key(name)
@@ -312,7 +313,7 @@ async def pull(body: wire.ModelRequest, request: Request) -> Response:
     def render(event: dict[str, Any]) -> list[dict[str, Any]]:
         return [event]
 
-    first, rest = await until_disconnected(request, prime(events))
+    first, rest = await prime(request, events)
     return stream_response(ndjson_lines(first, rest, render, _error_line), "application/x-ndjson")
 
 

@@ -23,8 +23,6 @@ from deskml.runtime.service_models import ServiceModelCard
 from deskml.runtime.services import ServiceSpec
 
 log = logging.getLogger("deskml.api.ollama")
-FOREVER = datetime(2318, 1, 1, tzinfo=UTC)  # how Ollama shows a model kept loaded forever
-MAX_TOP_LOGPROBS = 20  # the same bound as the OpenAI dialect (OpenAI chat allows 0-20)
 
 
 def timestamp(when: datetime | None = None) -> str:
@@ -93,8 +91,8 @@ def message(value: wire.Message, index: int) -> core.ChatMessage:
 
 
 def _top_logprobs(value: int | None) -> int:
-    if value is not None and not 0 <= value <= MAX_TOP_LOGPROBS:
-        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}")
+    if value is not None and not 0 <= value <= core.MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {core.MAX_TOP_LOGPROBS}")
     return value or 0
 
 
@@ -235,17 +233,16 @@ def generate_final(model: str, done: core.Done, response: str = "", thinking: st
     return body
 
 
-def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: float | None, running: int
+def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: datetime, running: int
                     ) -> wire.ProcessModel:
     """An /api/ps row for a loaded embedding, vision, speech or image model (no slots, no context)."""
     name = names.display(spec.name)
-    when = FOREVER if expires is None else datetime.fromtimestamp(expires, UTC)
     return wire.ProcessModel(
         name=name, model=name, size=card.size if card else 0, digest=card.digest if card else "",
         details=wire.ModelDetails(format=card.format if card else "", family=spec.family,
                                   families=[spec.family] if spec.family else None,
                                   parameter_size=card.parameter_size if card else ""),
-        expires_at=timestamp(when), size_vram=0, context_length=0, slots=0, running=running, queued=0,
+        expires_at=timestamp(expires), size_vram=0, context_length=0, slots=0, running=running, queued=0,
         kind=spec.kind,
     )
 

@@ -71,7 +71,7 @@ async def chat_completions(body: wire.ChatCompletionRequest, request: Request) -
     if not body.stream:
         result = core.collect(await until_disconnected(request, collect(events)))
         return _json(tr.chat_completion(meta, result, req))
-    first, rest = await until_disconnected(request, prime(events))  # a queued client may leave
+    first, rest = await prime(request, events)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = tr.ChatChunks(meta, req, include_usage)
     return stream_response(sse_lines(first, rest, chunks.render, _error_event), "text/event-stream", _SSE_HEADERS)
@@ -160,7 +160,7 @@ async def completions(body: wire.CompletionRequest, request: Request) -> Respons
             choices.append(tr.completion_choice(index, prefix + result.text, result.done, logprobs))
             dones.append(result.done)
         return _json(tr.completion(meta, choices, dones))
-    first, rest = await until_disconnected(request, prime(events))  # a queued client may leave
+    first, rest = await prime(request, events)
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     chunks = _CompletionChunks(meta, reqs, echo, include_usage)
     return stream_response(sse_lines(first, rest, chunks.render, _error_event), "text/event-stream", _SSE_HEADERS)

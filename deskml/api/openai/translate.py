@@ -27,7 +27,6 @@ log = logging.getLogger("deskml.api.openai")
 
 # OpenAI's documented default for the legacy completions endpoint.
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16
-MAX_TOP_LOGPROBS = 20
 _ALPHABET = string.ascii_letters + string.digits
 
 
@@ -189,8 +188,8 @@ def chat_request(req: wire.ChatCompletionRequest) -> core.ChatRequest:
     if not req.messages:
         raise BadRequest("messages must not be empty", param="messages")
     top = req.top_logprobs or 0
-    if not 0 <= top <= MAX_TOP_LOGPROBS:
-        raise BadRequest(f"top_logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="top_logprobs")
+    if not 0 <= top <= core.MAX_TOP_LOGPROBS:
+        raise BadRequest(f"top_logprobs must be between 0 and {core.MAX_TOP_LOGPROBS}", param="top_logprobs")
     max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     return core.ChatRequest(
         model=req.model,
@@ -224,8 +223,8 @@ def completion_requests(req: wire.CompletionRequest) -> list[core.GenerateReques
     if not prompts:
         raise BadRequest("prompt must not be empty", param="prompt")
     top = req.logprobs
-    if top is not None and not 0 <= top <= MAX_TOP_LOGPROBS:
-        raise BadRequest(f"logprobs must be between 0 and {MAX_TOP_LOGPROBS}", param="logprobs")
+    if top is not None and not 0 <= top <= core.MAX_TOP_LOGPROBS:
+        raise BadRequest(f"logprobs must be between 0 and {core.MAX_TOP_LOGPROBS}", param="logprobs")
     max_tokens = req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS
     options = sampling(req, max_tokens)
     return [
