@@ -207,6 +207,8 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, budget: list[in
     try:
         with archive.open(info) as handle:
             data = handle.read(budget[0] + 1)
+    # zipfile raises NotImplementedError for compression methods it cannot read (e.g. a zip made
+    # with deflate64): the upload's fault, so a 400 like any other unreadable member
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
         raise BadRequest(f"{info.filename[:200]!r} in the zip is corrupt: {exc}") from None
     if len(data) > budget[0]:
