@@ -81,7 +81,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     with isolated("postgresql", root) as database_url:
         env = {**os.environ, "DESKML_BROKER_URL": BROKERS[kind], "DESKML_DATABASE_URL": database_url,
                "DESKML_JOBS_QUEUE": queue, "DESKML_JOBS_HEARTBEAT_SECONDS": "1",
-               "DESKML_JOBS_VISIBILITY_TIMEOUT": "10", "DESKML_NUM_CTX": "2048", "DESKML_NUM_PARALLEL": "4",
+               # The default hour: a killed worker's job must move on through the server's re-send
+               # (its heartbeat went silent), not through the Redis broker's redelivery.
+               "DESKML_JOBS_VISIBILITY_TIMEOUT": "3600", "DESKML_NUM_CTX": "2048", "DESKML_NUM_PARALLEL": "4",
                "DESKML_LOG_FORMAT": "text"}
         (root / "server").mkdir()
         server = ServerProcess(root / "server", env=env)

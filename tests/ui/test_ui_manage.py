@@ -5,6 +5,7 @@ its input and output, metrics chart live traffic, and a new API key is shown exa
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,17 +100,30 @@ def test_training_job_progress_follows_its_events_to_success(ui_server: ServerPr
     assert errors.unexpected() == []
 
 
+def wait_for_history_row(url: str, path: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = httpx.get(url + "/api/history", params={"path": path, "limit": 1}, timeout=10).json()
+        if rows["items"]:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"no {path} row in the history within {timeout:.0f} s")
+
+
 def test_history_metrics_and_keys_pages(ui_server: ServerProcess, new_page: Any) -> None:
     httpx.post(ui_server.url + "/api/chat", timeout=120, json={
         "model": "smollm2:135m", "stream": False, "options": {"num_predict": 8},
         "messages": [{"role": "user", "content": "История: скажи привет"}]})
+    # The history writer batches its rows, and the UI's own polling (/api/ps, /api/tags) from the
+    # module's earlier tests can fill the first page: wait for the row itself, then filter to it.
+    wait_for_history_row(ui_server.url, "/api/chat")
     page, errors = new_page()
     page.goto(ui_server.url + "/ui/#/history")
-    row = page.locator(".history-table tbody tr", has_text="/api/chat").first
-    row.wait_for()
+    page.locator(".history-table tbody tr").first.wait_for()
     page.get_by_label("Model", exact=True).fill("smollm2:135m")
     page.get_by_role("button", name="Filter").click()
     row = page.locator(".history-table tbody tr", has_text="/api/chat").first
+    row.wait_for()
     row.click()
     detail = page.locator(".history-detail")
     detail.get_by_text("История: скажи привет").first.wait_for()

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 from deskml.core.errors import Busy
@@ -57,30 +58,70 @@ def celery_app(settings: Settings) -> Any:
 
 
 class CeleryExecutor:
+    """Sends jobs to the broker, and sends again the jobs whose worker died.
+
+    A broker gives back the message of a killed worker only on its own terms: RabbitMQ when the
+    connection drops, Redis after the visibility timeout (an hour by default), and not at all if
+    the dead worker held Redis's restore lock. The job's heartbeat in the database says sooner and
+    surely, so every server re-sends a job whose runner went silent; the claim (store.py) makes a
+    duplicate message wait or do nothing, never run the job twice at once.
+    """
+
     name = "celery"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, store: JobStore) -> None:
         self.settings = settings
+        self.store = store
         self.app = celery_app(settings)
+        self._resent: dict[str, float] = {}
+        self._sweeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        pass
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="deskml-jobs-resend")
 
     async def submit(self, job: JobInfo) -> None:
-        def send() -> None:
-            self.app.send_task(TASK_NAME, args=[job.id], task_id=job.id, queue=self.settings.jobs_queue,
-                               retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
-                                                         "interval_step": 0.5, "interval_max": 1})
-
         try:
-            await asyncio.to_thread(send)
+            await asyncio.to_thread(self._send, job.id)
         except Exception as exc:
             raise Busy(f"could not reach the job broker: {exc}", retry_after=5.0) from exc
+
+    def _send(self, job_id: str) -> None:
+        self.app.send_task(TASK_NAME, args=[job_id], task_id=job_id, queue=self.settings.jobs_queue,
+                           retry=True, retry_policy={"max_retries": 2, "interval_start": 0,
+                                                     "interval_step": 0.5, "interval_max": 1})
+
+    async def _sweep_forever(self) -> None:
+        period = self.store.heartbeat_seconds
+        while True:
+            await asyncio.sleep(period)
+            try:
+                await self.resend_abandoned()
+            except Exception as exc:  # database or broker briefly away: the next round retries
+                log.warning("could not re-send abandoned jobs: %s", exc)
+
+    async def resend_abandoned(self) -> list[str]:
+        """Send again each job whose runner went silent, at most once per stale period per job."""
+        now = time.monotonic()
+        wait = self.store.stale_after.total_seconds()
+        self._resent = {job_id: at for job_id, at in self._resent.items() if now - at < wait}
+        sent = []
+        for job_id in await asyncio.to_thread(self.store.abandoned, self.name):
+            if job_id in self._resent:
+                continue
+            await asyncio.to_thread(self._send, job_id)
+            self._resent[job_id] = now
+            sent.append(job_id)
+            log.info("job %s: its runner went silent; sent to the workers again", job_id)
+        return sent
 
     async def cancelled(self, job_id: str) -> None:
         """Workers see the CANCELLED state at their next progress write or heartbeat."""
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
         await asyncio.to_thread(self.app.close)
 
 

@@ -25,7 +25,7 @@ async def start_jobs(state: Any, settings: Settings, batch_handlers: dict[str, B
     if settings.broker_url:
         from deskml.runtime.jobs.celery_exec import CeleryExecutor
 
-        executor = CeleryExecutor(settings)
+        executor = CeleryExecutor(settings, store)
     else:
         from deskml.runtime.jobs.embedded import EmbeddedExecutor
 

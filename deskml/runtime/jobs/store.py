@@ -279,17 +279,21 @@ class JobStore:
     def runnable(self, executor: str, limit: int = 100) -> list[str]:
         """Jobs an executor of this kind should try to claim: queued ones, oldest first, and running
         ones whose runner went silent (cancelled ones included, to close them)."""
-        stale = utcnow() - self.stale_after
         with self.db.session() as session:
             queued = list(session.scalars(
                 sa.select(JobRow.id).where(JobRow.executor == executor, JobRow.state == PENDING)
                 .order_by(JobRow.created_at).limit(limit)))
-            abandoned = list(session.scalars(sa.select(JobRow.id).where(
+        return self.abandoned(executor, limit) + queued
+
+    def abandoned(self, executor: str, limit: int = 100) -> list[str]:
+        """Running (or cancelled, not yet closed) jobs of this executor whose runner went silent."""
+        stale = utcnow() - self.stale_after
+        with self.db.session() as session:
+            return list(session.scalars(sa.select(JobRow.id).where(
                 JobRow.executor == executor,
                 sa.or_(JobRow.state == PROGRESS, sa.and_(JobRow.state == CANCELLED, JobRow.finished_at.is_(None))),
                 sa.or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < stale),
             ).limit(limit)))
-        return abandoned + queued
 
     # files -----------------------------------------------------------------------------------
     def save_file(self, owner: str, purpose: str, filename: str, fmt: str, data: bytes,
