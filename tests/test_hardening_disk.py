@@ -209,8 +209,8 @@ def test_simulated_enospc_blob_upload_is_507_in_each_dialect_shape(tmp_path: Pat
     assert json.loads(error_response("backend", error).body) == {"success": False, "error": error.message}
 
 
-def test_simulated_enospc_create_from_path_is_507(tmp_path: Path, smollm2_gguf: Path,
-                                                  simulated_enospc: list[Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_simulated_enospc_create_from_path_is_507(tmp_path: Path, smollm2_gguf: Path, simulated_enospc: list[Path],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     def no_link(*_args: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
@@ -244,7 +244,7 @@ def test_unfinished_uploads_of_a_killed_process_are_deleted_at_start_up(tmp_path
 
 # grace period for unreferenced blobs -------------------------------------------------------------
 def test_uploaded_blob_survives_an_unrelated_delete_and_an_old_one_does_not(tmp_path: Path) -> None:
-    fresh, old = b"uploaded for a create still to come", b"forgotten upload"
+    fresh, old = b"GGUF uploaded for a create still to come", b"forgotten upload"
     with TestClient(create_app(make_settings(tmp_path))) as client:
         for data in (fresh, old):
             assert client.post(f"/api/blobs/{_blob(data)}", content=data).status_code == 201
@@ -256,6 +256,11 @@ def test_uploaded_blob_survives_an_unrelated_delete_and_an_old_one_does_not(tmp_
         assert client.head(f"/api/blobs/{_blob(fresh)}").status_code == 200
         assert client.head(f"/api/blobs/{_blob(old)}").status_code == 404
         assert client.app.state.registry.store.usage().unreferenced_bytes == len(fresh)  # type: ignore[attr-defined]
+        # once a model used it, deleting that model frees it at once: the grace is for waiting uploads
+        made = client.post("/api/create", json={"model": "m", "files": {"m.gguf": _blob(fresh)}, "stream": False})
+        assert made.status_code == 200, made.text
+        assert client.request("DELETE", "/api/delete", json={"model": "m"}).status_code == 200
+        assert client.head(f"/api/blobs/{_blob(fresh)}").status_code == 404
 
 
 def test_head_of_a_waiting_blob_restarts_its_grace_and_a_failed_pull_keeps_it(tmp_path: Path) -> None:

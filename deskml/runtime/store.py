@@ -304,14 +304,16 @@ class ModelStore:
             used.update(f.digest for f in manifest.files if f.digest)
         return used
 
-    def garbage_collect(self) -> int:
+    def garbage_collect(self, released: set[str] | frozenset[str] = frozenset()) -> int:
         """Delete blobs no manifest refers to; returns bytes freed.
 
-        A blob written (or asked about, see `keep_blob`) within the grace period is kept even if no
-        model uses it yet: Ollama's clients upload the blobs first and `/api/create` the model after,
-        and a delete or failed pull in between must not take the upload away.
+        `released`: digests of the model just deleted (or of a pull that failed), which go at once
+        when nothing else uses them. Any other unused blob written (or asked about, see `keep_blob`)
+        within the grace period is kept: Ollama's clients upload the blobs first and `/api/create` the
+        model after, and a delete or failed pull in between must not take the upload away.
         """
         used = {d.replace(":", "-") for d in self.referenced_digests()}
+        now_free = {d.replace(":", "-") for d in released}
         cutoff = time.time() - self.blob_grace_s
         freed = 0
         for blob in self.blobs.glob("sha256-*"):
@@ -319,7 +321,7 @@ class ModelStore:
                 continue
             with contextlib.suppress(FileNotFoundError):
                 stat = blob.stat()
-                if stat.st_mtime > cutoff:
+                if blob.name not in now_free and stat.st_mtime > cutoff:
                     continue
                 blob.unlink()
                 freed += stat.st_size

@@ -226,7 +226,7 @@ class PullJob:
             return
         main = next((f for f in files if f.role == "model"), None)
         if main is None or not is_gguf(self.hub.registry.store.blob_path(main.digest or "")):
-            self.hub.registry.store.garbage_collect()
+            self.hub.registry.store.garbage_collect({f.digest for f in files if f.digest})
             raise BadRequest(f"'{plan.reference}' did not give a GGUF model file; nothing was registered")
 
     def _manifest(self, files: list[ModelFile]) -> Manifest:
