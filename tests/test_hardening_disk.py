@@ -304,3 +304,51 @@ def test_blob_upload_has_its_own_limit_and_json_bodies_keep_theirs(tmp_path: Pat
     with TestClient(create_app(make_settings(tmp_path, max_upload_mb=1, max_blob_mb=2))) as client:
         too_big = client.post(f"/api/blobs/{_blob(data)}", content=data)
         assert too_big.status_code == 413 and "DESKML_MAX_BLOB_MB" in too_big.json()["error"]
+
+
+# inputs whose cost grows with their size have a documented bound ----------------------------------
+def test_speech_text_over_4096_characters_is_400_at_once_without_loading_a_voice(app_client: TestClient) -> None:
+    text = "Hello there. " * 316  # 4,108 characters
+    services = app_client.app.state.services  # type: ignore[attr-defined]
+    started = time.monotonic()
+    seed = app_client.post("/api/audio/speak", json={"text": text[:4097]})
+    openai = app_client.post("/v1/audio/speech", json={"input": text[:4097], "model": "tts-1", "voice": "alloy"})
+    elapsed = time.monotonic() - started
+    assert seed.status_code == 400 and seed.json()["success"] is False
+    assert "4096" in seed.json()["error"] and "text" in seed.json()["error"]
+    assert openai.status_code == 400 and "4096" in openai.json()["error"]["message"]
+    assert elapsed < 2.0
+    assert not [s for s in services.loaded() if s.spec.kind == "tts"]  # refused before any voice loaded
+    empty = app_client.post("/v1/audio/speech", json={"input": "", "model": "tts-1"})
+    assert empty.status_code == 400
+
+
+def test_image_prompt_has_a_documented_bound(app_client: TestClient) -> None:
+    prompt = "a cat " * 6000  # 36,000 characters, over the 32,000 cap
+    seed = app_client.post("/api/images/generate", json={"prompt": prompt})
+    assert seed.status_code == 400 and "32000" in seed.json()["error"]
+    openai = app_client.post("/v1/images/generations", json={"prompt": "a cat", "negative_prompt": prompt})
+    assert openai.status_code == 400 and "32000" in openai.json()["error"]["message"]
+
+
+def test_image_zip_without_the_vision_extra_is_501_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for label in ("cats", "dogs"):
+            for i in range(2):
+                archive.writestr(f"{label}/{i}.png", b"\x89PNG not decoded: Pillow is missing")
+    datasets = tmp_path / "datasets"
+    datasets.mkdir()
+    (datasets / "pets.zip").write_bytes(buffer.getvalue())
+    with TestClient(create_app(make_settings(tmp_path / "data", datasets_dir=datasets))) as client:
+        # As on an install without the [vision] extra: Pillow cannot be imported.
+        monkeypatch.setitem(__import__("sys").modules, "PIL", None)
+        trained = client.post("/api/train", json={"dataset": "pets.zip", "config": {"kind": "image"}})
+        assert trained.status_code == 501, trained.text
+        assert "pip install 'deskml[vision]'" in trained.json()["error"]
+        uploaded = client.post("/api/files", files={"file": ("pets.zip", buffer.getvalue())},
+                               data={"purpose": "train"})
+        assert uploaded.status_code == 501 and "deskml[vision]" in uploaded.json()["error"]
