@@ -352,3 +352,4 @@ def test_image_zip_without_the_vision_extra_is_501_naming_it(tmp_path: Path, mon
         uploaded = client.post("/api/files", files={"file": ("pets.zip", buffer.getvalue())},
                                data={"purpose": "train"})
         assert uploaded.status_code == 501 and "deskml[vision]" in uploaded.json()["error"]
+
