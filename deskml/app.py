@@ -63,7 +63,10 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         await start_traffic_services(app.state, settings)
-        store = ModelStore(settings.models_dir)
+        store = ModelStore.for_settings(settings)
+        freed = store.clean_partials()
+        if freed:
+            log.info("deleted %d bytes of unfinished uploads left by an earlier run", freed)
         registry = Registry(store)
         manager = ModelManager(settings, registry)
         app.state.settings = settings
@@ -120,7 +123,8 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
                         "X-RateLimit-Remaining", "X-RateLimit-Reset"],
     )
     app.add_middleware(JsonBodyDefault)
-    app.add_middleware(BodySizeLimit, limit=int(settings.max_upload_mb * (1 << 20)))
+    app.add_middleware(BodySizeLimit, limit=int(settings.max_upload_mb * (1 << 20)),
+                       blob_limit=int(settings.max_blob_mb * (1 << 20)))
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)

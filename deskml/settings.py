@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     max_upload_mb: float = Field(
         100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
     )
+    max_blob_mb: float = Field(
+        65536, ge=0, description="Largest blob upload (POST /api/blobs, model weights for /api/create) in MB, "
+        "streamed to disk; 0 = bounded by free disk only."
+    )
     batch_max_size: int = Field(
         8, ge=1, description="Most concurrent requests to one vision or embedding model run as one forward pass "
         "(dynamic batching); 1 turns batching off.",
@@ -151,8 +155,12 @@ class Settings(BaseSettings):
         "override the shipped catalog."
     )
     disk_reserve_mb: int = Field(
-        1024, description="Disk space (MB) a pull must leave free; a pull that would leave less is refused "
-        "before it downloads."
+        1024, ge=0, description="Disk space (MB) a pull, blob upload or model copy must leave free; one that would "
+        "leave less is refused (507) before it writes."
+    )
+    blob_grace_minutes: float = Field(
+        60, ge=0, description="How long a blob no model uses yet (uploaded for a coming /api/create) is kept "
+        "before the clean-up after a delete or failed pull may remove it."
     )
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="Log format: json (one JSON object per line), text, or auto (text on a terminal, "

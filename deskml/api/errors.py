@@ -7,15 +7,18 @@ one to the seed's ML-backend routes gets `{success:false,error}`, and the rest O
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deskml.core.context import current_record
 from deskml.core.errors import DeskmlError
+from deskml.runtime.diskspace import insufficient, is_disk_full
 
 log = logging.getLogger("deskml.api")
 
@@ -36,7 +39,7 @@ def dialect_for_path(path: str) -> Dialect:
 _OPENAI_TYPES = {
     400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
     404: "invalid_request_error", 409: "invalid_request_error", 413: "invalid_request_error",
-    429: "rate_limit_error", 501: "not_implemented_error", 503: "server_error",
+    429: "rate_limit_error", 501: "not_implemented_error", 503: "server_error", 507: "server_error",
 }
 
 
@@ -120,6 +123,24 @@ def install_handlers(app: Any) -> None:
             error_body(dialect, exc.status_code, message), status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
         )
+
+    async def _storage(request: Request, exc: Exception) -> JSONResponse:
+        """A full disk is 507 wherever it strikes (a file write, a database commit); other faults stay 500."""
+        if not is_disk_full(exc):
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            message = f"internal error: {type(exc).__name__}"
+            _note_error(message)
+            return JSONResponse(error_body(dialect_for_path(request.url.path), 500, message), status_code=500)
+        settings = getattr(request.app.state, "settings", None)
+        where = Path(settings.data_dir) if settings is not None else Path.cwd()
+        what = "a database write" if isinstance(exc, DBAPIError) else "a file write"
+        error = insufficient(where, what)
+        log.error("%s %s failed: %s", request.method, request.url.path, error.message)
+        _note_error(error.message)
+        return error_response(dialect_for_path(request.url.path), error)
+
+    app.add_exception_handler(OSError, _storage)
+    app.add_exception_handler(DBAPIError, _storage)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -35,19 +35,31 @@ class BodySizeLimit:
 
     A declared Content-Length over the limit is refused at once; a chunked body is counted as it
     arrives and cut off when it crosses the limit, so a huge upload never fills memory or disk.
+    Blob uploads (`POST /api/blobs/...`, model weights streamed to disk) have their own, larger
+    `blob_limit`; 0 means no limit here (the blob store still refuses what the disk cannot hold).
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, blob_limit: int | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.blob_limit = limit if blob_limit is None else blob_limit
+
+    def _limit_for(self, scope: Scope) -> tuple[int, str]:
+        if scope.get("method") == "POST" and str(scope.get("path", "")).startswith("/api/blobs/"):
+            return self.blob_limit, "DESKML_MAX_BLOB_MB"
+        return self.limit, "DESKML_MAX_UPLOAD_MB"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.limit <= 0:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit, setting = self._limit_for(scope)
+        if limit <= 0:
             await self.app(scope, receive, send)
             return
         declared = next((v for k, v in scope.get("headers") or [] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._refuse(scope, send, limit, setting)
             return
         seen = 0
         started = refused = False
@@ -59,11 +71,11 @@ class BodySizeLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     # Answer now and tell the app the client left: whatever it does next is dropped.
                     if not started:
                         started = refused = True
-                        await self._refuse(scope, send)
+                        await self._refuse(scope, send, limit, setting)
                     return {"type": "http.disconnect"}
             return message
 
@@ -77,12 +89,13 @@ class BodySizeLimit:
 
         await self.app(scope, counting_receive, tracking_send)
 
-    async def _refuse(self, scope: Scope, send: Send) -> None:
+    @staticmethod
+    async def _refuse(scope: Scope, send: Send, limit: int, setting: str) -> None:
         from deskml.api.errors import dialect_for_path, error_body
 
-        mb = self.limit / (1 << 20)
+        mb = limit / (1 << 20)
         body = error_body(dialect_for_path(scope.get("path", "")), 413,
-                          f"request body is larger than the {mb:g} MB limit (DESKML_MAX_UPLOAD_MB)")
+                          f"request body is larger than the {mb:g} MB limit ({setting})")
         payload = json.dumps(body).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),

@@ -21,6 +21,13 @@ AUDIO_MEDIA_TYPES: dict[str, str] = {
 }
 IMAGE_MEDIA_TYPES: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
+# Input bounds whose cost grows with size, the same in every dialect. Speech takes about as long to
+# make as to say, so the text is capped as OpenAI caps /v1/audio/speech; a longer text is sent in parts.
+MAX_SPEECH_CHARS = 4096
+# Diffusion models read only the first 77 tokens; the cap keeps tokenising a huge prompt out (OpenAI's
+# gpt-image-1 allows 32,000 characters).
+MAX_IMAGE_PROMPT_CHARS = 32_000
+
 
 # speech-to-text ----------------------------------------------------------------------------------
 class TranscribeRequest(BaseModel):

@@ -107,7 +107,8 @@ class Registry:
 
     def delete(self, name: str) -> None:
         canonical = self.canonical(name)
-        if self.store.read(canonical) is None:
+        manifest = self.store.read(canonical)
+        if manifest is None:
             if self._package_manifest(canonical) is not None:
                 package = next(p for p in self.packages if p.name == canonical)
                 raise BadRequest(
@@ -115,8 +116,9 @@ class Registry:
                     f"uninstall that package to remove it"
                 )
             raise ModelNotFound(name)
+        released = {f.digest for f in manifest.files if f.digest}  # its blobs go at once, unless shared
         self.store.remove(canonical)
-        self.store.garbage_collect()
+        self.store.garbage_collect(released)
 
     # internals ---------------------------------------------------------------------------
     def _package_manifest(self, canonical: str) -> Manifest | None:

@@ -4,7 +4,10 @@ Layout under `<data_dir>/models`:
   blobs/sha256-<hex>               model files, stored once whatever number of names use them
   manifests/<path>/<tag>.json      a `Manifest` per model name
 A blob is written to a temp file in `blobs/`, hashed while written, then renamed into place, so
-a crash never leaves a half-written blob under a real digest.
+a crash never leaves a half-written blob under a real digest; the temp files a killed process left
+are deleted at the next start (`clean_partials`), while resumable downloads are kept.
+A blob no manifest uses yet (uploaded for a `/api/create` still to come) is kept for a grace period
+before the clean-up after a delete or a failed pull may remove it.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,10 +27,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from deskml.core.errors import BadRequest, NotFound
+from deskml.core.errors import BadRequest, InsufficientStorage, NotFound
 from deskml.runtime import names
+from deskml.runtime.diskspace import ensure_room, free_bytes, full_disk_is_507, size_text
+from deskml.settings import Settings
 
 _CHUNK = 1024 * 1024
+_TEMP_PREFIX = ".partial-tmp-"  # an upload or copy in progress: worthless once its process is gone
+# A download kept for resuming: `.partial-<digest or url hash>`, or one piece of a joined file.
+_RESUMABLE = re.compile(r"^\.partial-(sha256|url)-[0-9a-f]{64}(-part\d+)?$")
+_RECHECK_EVERY = 64 * _CHUNK  # bytes written between free-space checks of an upload of unknown size
 
 
 # What a model is, so the right engine serves it. The names match `ServiceKind` in
@@ -118,12 +129,19 @@ def check_digest(digest: str) -> str:
 
 
 class ModelStore:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, reserve_bytes: int = 0, blob_grace_s: float = 3600.0) -> None:
         self.root = root
         self.blobs = root / "blobs"
         self.manifests = root / "manifests"
+        self.reserve_bytes = reserve_bytes  # what a write into the store must leave free
+        self.blob_grace_s = blob_grace_s  # how long an unused blob is kept (by mtime)
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.manifests.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ModelStore:
+        return cls(settings.models_dir, reserve_bytes=settings.disk_reserve_mb * (1 << 20),
+                   blob_grace_s=settings.blob_grace_minutes * 60)
 
     # blobs -------------------------------------------------------------------------------
     def blob_path(self, digest: str) -> Path:
@@ -132,9 +150,19 @@ class ModelStore:
     def has_blob(self, digest: str) -> bool:
         return self.blob_path(digest).is_file()
 
+    def keep_blob(self, digest: str) -> None:
+        """Restart the grace period of a blob no model uses yet (a client found it there, so will use it).
+
+        A blob a model already uses is left alone: it may be a hard link to the user's own file.
+        """
+        path = self.blob_path(digest)
+        if check_digest(digest) not in self.referenced_digests():
+            with contextlib.suppress(OSError):
+                os.utime(path)
+
     @contextlib.contextmanager
     def _temp(self) -> Iterator[tuple[Any, Path]]:
-        fd, name = tempfile.mkstemp(dir=self.blobs, prefix=".partial-")
+        fd, name = tempfile.mkstemp(dir=self.blobs, prefix=_TEMP_PREFIX)
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as handle:
@@ -150,21 +178,39 @@ class ModelStore:
             try:
                 os.link(source, target)
             except OSError:
-                with self._temp() as (handle, tmp):
+                size = source.stat().st_size
+                what = f"copying {source.name} into the model store"
+                ensure_room(self.blobs, size, what, self.reserve_bytes)
+                with full_disk_is_507(self.blobs, what, size), self._temp() as (handle, tmp):
                     with open(source, "rb") as src:
                         shutil.copyfileobj(src, handle, _CHUNK)
                     handle.flush()
                     os.replace(tmp, target)
         return ModelFile(digest=digest, size=target.stat().st_size, name=source.name)
 
-    async def add_stream(self, expected: str, chunks: AsyncIterator[bytes]) -> ModelFile:
-        """Store an uploaded body; refuse it unless its sha256 equals `expected`."""
+    async def add_stream(self, expected: str, chunks: AsyncIterator[bytes], size: int | None = None) -> ModelFile:
+        """Store an uploaded body; refuse it unless its sha256 equals `expected`.
+
+        `size` (the declared Content-Length) is checked against free space first; a body of unknown
+        size is stopped once it would eat into the reserve, and a full disk is a 507 either way.
+        """
         expected = check_digest(expected)
+        what = f"the blob {expected}"
+        ensure_room(self.blobs, size, what, self.reserve_bytes)
         sha = hashlib.sha256()
-        with self._temp() as (handle, tmp):
+        written = checked = 0
+        with full_disk_is_507(self.blobs, what, size), self._temp() as (handle, tmp):
             async for chunk in chunks:
                 sha.update(chunk)
                 handle.write(chunk)
+                written += len(chunk)
+                if self.reserve_bytes and written - checked >= _RECHECK_EVERY:
+                    checked = written
+                    if free_bytes(self.blobs) < self.reserve_bytes:
+                        raise InsufficientStorage(
+                            f"not enough disk space for {what}: stopped after {size_text(written)} because "
+                            f"{size_text(self.reserve_bytes)} must stay free (DESKML_DISK_RESERVE_MB)"
+                        )
             handle.flush()
             actual = "sha256:" + sha.hexdigest()
             if actual != expected:
@@ -180,6 +226,21 @@ class ModelStore:
 
     def partials(self) -> list[Path]:
         return sorted(self.blobs.glob(".partial-*"))
+
+    def clean_partials(self) -> int:
+        """Delete the temp files of uploads and copies a killed process left; returns bytes freed.
+
+        Call it at start-up only, before anything writes. Downloads kept for resuming stay.
+        """
+        freed = 0
+        for path in self.partials():
+            if _RESUMABLE.match(path.name):
+                continue
+            with contextlib.suppress(OSError):
+                size = path.stat().st_size
+                path.unlink()
+                freed += size
+        return freed
 
     def adopt(self, tmp: Path, digest: str) -> Path:
         """Move a verified temp file into place under its digest (atomic on one filesystem)."""
@@ -243,14 +304,27 @@ class ModelStore:
             used.update(f.digest for f in manifest.files if f.digest)
         return used
 
-    def garbage_collect(self) -> int:
-        """Delete blobs no manifest refers to; returns bytes freed."""
+    def garbage_collect(self, released: set[str] | frozenset[str] = frozenset()) -> int:
+        """Delete blobs no manifest refers to; returns bytes freed.
+
+        `released`: digests of the model just deleted (or of a pull that failed), which go at once
+        when nothing else uses them. Any other unused blob written (or asked about, see `keep_blob`)
+        within the grace period is kept: Ollama's clients upload the blobs first and `/api/create` the
+        model after, and a delete or failed pull in between must not take the upload away.
+        """
         used = {d.replace(":", "-") for d in self.referenced_digests()}
+        now_free = {d.replace(":", "-") for d in released}
+        cutoff = time.time() - self.blob_grace_s
         freed = 0
         for blob in self.blobs.glob("sha256-*"):
-            if blob.name not in used:
-                freed += blob.stat().st_size
-                blob.unlink(missing_ok=True)
+            if blob.name in used:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                stat = blob.stat()
+                if blob.name not in now_free and stat.st_mtime > cutoff:
+                    continue
+                blob.unlink()
+                freed += stat.st_size
         return freed
 
     # manifests ---------------------------------------------------------------------------
@@ -276,10 +350,11 @@ class ModelStore:
 
     def write(self, manifest: Manifest) -> None:
         file = self._manifest_path(manifest.name)
-        file.parent.mkdir(parents=True, exist_ok=True)
         tmp = file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=1), "utf-8")
-        os.replace(tmp, file)
+        with full_disk_is_507(self.manifests, f"the manifest of {manifest.name}", remove=tmp):
+            file.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False, indent=1), "utf-8")
+            os.replace(tmp, file)
 
     def remove(self, name: str) -> None:
         file = self._manifest_path(name)

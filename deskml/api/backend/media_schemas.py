@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deskml.core.media import MAX_IMAGE_PROMPT_CHARS, MAX_SPEECH_CHARS
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -31,7 +33,8 @@ class TranscribeResponse(BaseModel):
 
 
 class SpeakRequest(_Request):
-    text: str = Field(..., min_length=1, max_length=20000)
+    text: str = Field(..., min_length=1, max_length=MAX_SPEECH_CHARS,
+                      description=f"At most {MAX_SPEECH_CHARS} characters (as OpenAI's /v1/audio/speech).")
     model: str | None = None
     voice: str | None = None
     speed: float = Field(1.0, ge=0.25, le=4.0)
@@ -62,9 +65,9 @@ class VoicesResponse(BaseModel):
 
 
 class ImageGenerateRequest(_Request):
-    prompt: str = Field(..., min_length=1)
+    prompt: str = Field(..., min_length=1, max_length=MAX_IMAGE_PROMPT_CHARS)
     model: str | None = None
-    negative_prompt: str | None = None
+    negative_prompt: str | None = Field(None, max_length=MAX_IMAGE_PROMPT_CHARS)
     width: int | None = Field(None, ge=8, le=2048)
     height: int | None = Field(None, ge=8, le=2048)
     steps: int | None = Field(None, ge=1, le=150)

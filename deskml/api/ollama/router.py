@@ -283,14 +283,22 @@ async def create(body: wire.CreateRequest, request: Request) -> Response:
 
 @router.head("/api/blobs/{digest}")
 async def blob_exists(digest: str, request: Request) -> Response:
-    return Response(status_code=200 if _registry(request).store.has_blob(digest) else 404)
+    store = _registry(request).store
+    if not store.has_blob(digest):
+        return Response(status_code=404)
+    store.keep_blob(digest)  # the client will not upload it again: keep it until its /api/create
+    return Response(status_code=200)
 
 
 @router.post("/api/blobs/{digest}", status_code=201)
 async def blob_upload(digest: str, request: Request) -> Response:
+    """Stream the body to disk (its own size limit, DESKML_MAX_BLOB_MB, and free disk bound it)."""
     store = _registry(request).store
-    if not store.has_blob(digest):
-        await store.add_stream(digest, request.stream())
+    if store.has_blob(digest):
+        store.keep_blob(digest)
+    else:
+        declared = request.headers.get("content-length", "")
+        await store.add_stream(digest, request.stream(), int(declared) if declared.isdigit() else None)
     return Response(status_code=201)
 
 

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deskml.core.media import MAX_IMAGE_PROMPT_CHARS, MAX_SPEECH_CHARS
+
 TranscriptFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 
 
@@ -59,7 +61,7 @@ class TranscriptionVerbose(BaseModel):
 
 class SpeechRequest(_Loose):
     model: str | None = None
-    input: str = Field(..., max_length=4096)
+    input: str = Field(..., min_length=1, max_length=MAX_SPEECH_CHARS)
     voice: str | None = None
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
     speed: float = Field(1.0, ge=0.25, le=4.0)
@@ -68,7 +70,7 @@ class SpeechRequest(_Loose):
 
 
 class ImageGenerationRequest(_Loose):
-    prompt: str = Field(..., min_length=1)
+    prompt: str = Field(..., min_length=1, max_length=MAX_IMAGE_PROMPT_CHARS)
     model: str | None = None
     n: int = Field(1, ge=1, le=10)
     size: str | None = None  # "WIDTHxHEIGHT" or "auto"
@@ -78,7 +80,7 @@ class ImageGenerationRequest(_Loose):
     style: str | None = None
     user: str | None = None
     # deskml extras for diffusion models
-    negative_prompt: str | None = None
+    negative_prompt: str | None = Field(None, max_length=MAX_IMAGE_PROMPT_CHARS)
     steps: int | None = Field(None, ge=1, le=150)
     guidance_scale: float | None = Field(None, ge=0.0, le=50.0)
     seed: int | None = Field(None, ge=0)

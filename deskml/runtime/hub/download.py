@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from deskml.core.errors import Forbidden, NotFound, UpstreamError
+from deskml.runtime.diskspace import full_disk_is_507
 
 _CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -107,7 +108,9 @@ async def fetch(
                 sha = _hash_prefix(partial, offset) if offset else hashlib.sha256()
                 done = offset
                 try:
-                    with open(partial, "ab" if offset else "wb") as out:
+                    # A full disk deletes the partial file: keeping it for a resume would keep the disk full.
+                    with full_disk_is_507(partial.parent, what, expected_size, remove=partial), \
+                            open(partial, "ab" if offset else "wb") as out:
                         async for block in response.aiter_bytes():  # as received: a drop loses nothing
                             out.write(block)
                             sha.update(block)

@@ -23,7 +23,8 @@ from typing import Any
 
 import httpx
 
-from deskml.core.errors import BadRequest, InsufficientStorage, UpstreamError
+from deskml.core.errors import BadRequest, UpstreamError
+from deskml.runtime.diskspace import ensure_room, full_disk_is_507
 from deskml.runtime.gguf import is_gguf
 from deskml.runtime.hub.catalog import Catalog
 from deskml.runtime.hub.download import Fetched, fetch, network_error, status_error
@@ -166,7 +167,8 @@ class PullJob:
                                         headers=self._headers(source), result=result, what=item.name):
                     yield {"status": status, "digest": item.digest or "", "total": total or done, "completed": done}
                 pieces.append((piece, None))
-        await asyncio.to_thread(_concatenate, pieces, partial)
+        with full_disk_is_507(partial.parent, item.name, item.size, remove=partial):
+            await asyncio.to_thread(_concatenate, pieces, partial)
         for path, member in pieces:
             if member is None:
                 path.unlink(missing_ok=True)
@@ -224,7 +226,7 @@ class PullJob:
             return
         main = next((f for f in files if f.role == "model"), None)
         if main is None or not is_gguf(self.hub.registry.store.blob_path(main.digest or "")):
-            self.hub.registry.store.garbage_collect()
+            self.hub.registry.store.garbage_collect({f.digest for f in files if f.digest})
             raise BadRequest(f"'{plan.reference}' did not give a GGUF model file; nothing was registered")
 
     def _manifest(self, files: list[ModelFile]) -> Manifest:
@@ -290,6 +292,7 @@ class Hub:
             try:
                 plan = await resolver.plan(reference)
             except LocalFile as local:
+                self._check_local_disk(local)
                 return PullJob(self, reference, None, client, local=local)
             if plan is not None:
                 self._check_disk(plan)
@@ -327,6 +330,14 @@ class Hub:
             return False
         return False
 
+    def _check_local_disk(self, local: LocalFile) -> None:
+        """A local file is hard-linked when it is on the store's disk; otherwise it is copied and must fit."""
+        store = self.registry.store
+        stat = local.path.stat()
+        if stat.st_dev == store.blobs.stat().st_dev:
+            return
+        ensure_room(store.blobs, stat.st_size, f"copying {local.path.name}", self.config.disk_reserve_bytes)
+
     def _check_disk(self, plan: PullPlan) -> None:
         store = self.registry.store
         need = 0
@@ -340,14 +351,4 @@ class Hub:
             partial = store.partial_path(key) if key else None
             have = partial.stat().st_size if partial is not None and partial.exists() else 0
             need += max(0, size - have)
-        free = shutil.disk_usage(store.blobs).free
-        if need and need + self.config.disk_reserve_bytes > free:
-            raise InsufficientStorage(
-                f"not enough disk space for {plan.name}: it needs {_mb(need)} and "
-                f"{_mb(self.config.disk_reserve_bytes)} must stay free (DESKML_DISK_RESERVE_MB), "
-                f"but {store.blobs} has {_mb(free)} free"
-            )
-
-
-def _mb(num: int) -> str:
-    return f"{num / 1e6:,.0f} MB" if num < 10**10 else f"{num / 1e9:,.1f} GB"
+        ensure_room(store.blobs, need, plan.name, self.config.disk_reserve_bytes)

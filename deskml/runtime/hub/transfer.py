@@ -19,6 +19,7 @@ from pathlib import Path
 
 from deskml.core.errors import BadRequest
 from deskml.runtime import names
+from deskml.runtime.diskspace import full_disk_is_507
 from deskml.runtime.registry import Registry
 from deskml.runtime.store import Manifest, ModelFile, ModelStore, safe_relative
 
@@ -151,7 +152,8 @@ def _copy_blob(store: ModelStore, tar: tarfile.TarFile, member: tarfile.TarInfo,
     partial = store.partial_path("import-" + digest)
     sha = hashlib.sha256()
     try:
-        with open(partial, "wb") as out:
+        with full_disk_is_507(store.blobs, f"importing {member.name}", member.size, remove=partial), \
+                open(partial, "wb") as out:
             while block := handle.read(_CHUNK):
                 sha.update(block)
                 out.write(block)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from deskml.core.errors import BadRequest, PayloadTooLarge
+from deskml.core.errors import BadRequest, NotImplementedFeature, PayloadTooLarge
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
@@ -224,7 +224,12 @@ def parse_image_dataset(data: bytes, max_files: int, max_bytes: int, *, verify: 
         members = _image_members(archive, max_files, max_bytes)
         _check_classes([label for label, _ in members], "pictures")
         if verify:
-            from PIL import Image, UnidentifiedImageError
+            try:
+                from PIL import Image, UnidentifiedImageError
+            except ImportError:  # an install without the vision extra: say which, not a 500
+                raise NotImplementedFeature(
+                    "image datasets (a zip of label folders) need the vision extra: pip install 'deskml[vision]'"
+                ) from None
 
             budget = [max_bytes]
             for _, info in members:
