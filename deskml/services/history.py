@@ -39,6 +39,7 @@ log = logging.getLogger("deskml.history")
 BATCH_SIZE = 500
 CONTENT_LIMIT = 1_000_000  # characters of input or output kept per request
 PRUNE_EVERY_S = 3600.0
+ERROR_WINDOW_S = 60.0
 # Errors that mean "the database is not there right now", as opposed to a row it refuses.
 _OUTAGE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError)
 
@@ -116,6 +117,8 @@ class HistoryWriter:
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
         self._reachable = True  # the last batch reached the database (to log each change once)
+        # /health says "not ok" this long after any failed write, so a scrape every few seconds sees it.
+        self.error_window = ERROR_WINDOW_S
 
     @property
     def pending(self) -> int:
@@ -128,8 +131,9 @@ class HistoryWriter:
 
     def status(self) -> dict[str, Any]:
         """What /health and doctor say about the writer."""
+        recent = self.last_error_at is not None and time.time() - self.last_error_at < self.error_window
         return {
-            "ok": self.healthy and self.task_alive, "running": self.task_alive, "pending": self.pending,
+            "ok": self.healthy and self.task_alive and not recent, "running": self.task_alive, "pending": self.pending,
             "written": self.written, "dropped": self.dropped, "write_errors": self.write_errors,
             "last_error": self.last_error,
             "last_error_at": datetime.fromtimestamp(self.last_error_at, UTC).isoformat(timespec="seconds")
@@ -219,12 +223,16 @@ class HistoryWriter:
         batch = [self.buffer.popleft() for _ in range(min(BATCH_SIZE, len(self.buffer)))]
         if not batch:
             return True
-        written, refused, unwritten, outage = await asyncio.to_thread(self._write, batch)
+        try:
+            written, refused, unwritten, outage = await asyncio.to_thread(self._write, batch)
+        except Exception as exc:  # _write catches everything; should a bug get out, keep the records
+            log.exception("history: writer error; the batch is kept for the next try")
+            written, refused, unwritten, outage = 0, 0, batch, exc
         self.written += written
         self.dropped += refused
         if outage is not None:
-            self._failed("database unreachable", outage)
-            if self._reachable:
+            self._failed("database unreachable" if isinstance(outage, _OUTAGE) else "writer", outage)
+            if self._reachable and isinstance(outage, _OUTAGE):
                 log.warning("history: database unreachable, buffering requests (%s)", _short(outage))
             self._reachable = False
             # Put the unwritten records back in front; whatever no longer fits is the oldest and is dropped.
