@@ -44,6 +44,7 @@ from deskml.runtime.store import ModelStore
 from deskml.services.auth_middleware import AuthMiddleware
 from deskml.services.datalayer import start_data_services, stop_data_services
 from deskml.services.discovery import start_discovery, stop_discovery
+from deskml.services.fileperms import private_dir
 from deskml.services.metrics import router as metrics_router
 from deskml.services.observe import Observe
 from deskml.services.production import start_traffic_services, stop_traffic_services
@@ -61,7 +62,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)  # 0700: it holds the database with key hashes and the signing key
         await start_traffic_services(app.state, settings)
         store = ModelStore.for_settings(settings)
         freed = store.clean_partials()

@@ -89,6 +89,17 @@ def format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def recordable_message(exc: DeskmlError, state: Any) -> str:
+    """What the history and the log may say about `exc`: its message, unless that is an engine's
+    text (which can quote the prompt) and the history is told to keep no content. The client's own
+    reply still carries the full message."""
+    settings = getattr(state, "settings", None)
+    if not exc.quotes_input or getattr(settings, "history_content", True):
+        return exc.message
+    return f"{exc.code} (HTTP {exc.status}): the engine's message is not recorded, it may quote the prompt " \
+           "(DESKML_HISTORY_CONTENT=false)"
+
+
 def _note_error(message: str) -> None:
     """Keep the message on the request record, so the history says why a request failed."""
     record = current_record()
@@ -99,9 +110,10 @@ def _note_error(message: str) -> None:
 def install_handlers(app: Any) -> None:
     @app.exception_handler(DeskmlError)
     async def _deskml(request: Request, exc: DeskmlError) -> JSONResponse:
+        kept = recordable_message(exc, request.app.state)
         if exc.status >= 500:
-            log.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-        _note_error(exc.message)
+            log.error("%s %s failed: %s", request.method, request.url.path, kept)
+        _note_error(kept)
         return error_response(dialect_for_path(request.url.path), exc)
 
     @app.exception_handler(RequestValidationError)

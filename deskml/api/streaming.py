@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from deskml.core.errors import DeskmlError
 
@@ -84,7 +85,25 @@ def stream_response(
             async for line in lines:
                 yield line.encode("utf-8")
 
-    return StreamingResponse(body(), media_type=media_type, headers=headers)
+    return ClosingStreamingResponse(body(), media_type=media_type, headers=headers)
+
+
+class ClosingStreamingResponse(StreamingResponse):
+    """A StreamingResponse that closes its body when the reply ends, however it ends.
+
+    Starlette leaves the body generator suspended when the client disconnects mid-stream; it would
+    be closed later by the garbage collector, after the middlewares had finished with the request.
+    Closing it here lets the engine stream stop and note the tokens it generated on the request
+    record before the rate limiter charges them and the record goes to history."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            close = getattr(self.body_iterator, "aclose", None)
+            if close is not None:
+                with contextlib.suppress(Exception):
+                    await close()
 
 
 async def ndjson_lines(

@@ -6,16 +6,30 @@ dialect reports as `type`/`code`.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 
 class DeskmlError(Exception):
     status: int = 500
     code: str = "server_error"
+    # The message is another program's text (llama.cpp, an upstream server), which may quote the
+    # prompt: with DESKML_HISTORY_CONTENT=false it is kept out of the history and the log.
+    quotes_input: bool = False
 
     def __init__(self, message: str, *, param: str | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
         self.retry_after = retry_after
+
+
+_E = TypeVar("_E", bound=DeskmlError)
+
+
+def from_engine(error: _E) -> _E:
+    """Mark `error` as carrying an engine's or upstream's own words (see `quotes_input`)."""
+    error.quotes_input = True
+    return error
 
 
 class BadRequest(DeskmlError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deskml.core.errors import BadRequest, ContextOverflow, EngineError, ModelLoadError
+from deskml.core.errors import BadRequest, ContextOverflow, EngineError, ModelLoadError, from_engine
 from deskml.core.types import (
     ChatMessage,
     Done,
@@ -201,16 +201,16 @@ class LlamaCppModel:
 def _engine_error(message: str) -> Exception:
     lowered = message.lower()
     if "json schema" in lowered or "grammar" in lowered or "parser" in lowered or "invalid" in lowered:
-        return BadRequest(message)
+        return from_engine(BadRequest(message))
     if "image input is not supported" in lowered or "audio input is not supported" in lowered:
         # llama.cpp's wording for a text-only model (no multimodal projector) given media
         return BadRequest("this model does not support images or audio: it is a text-only model")
-    return EngineError(message)
+    return from_engine(EngineError(message))
 
 
 def _error_from_llama(error: Any) -> Exception:
     if not isinstance(error, dict):
-        return EngineError(str(error))
+        return from_engine(EngineError(str(error)))
     message = str(error.get("message", "engine error"))
     kind = error.get("type", "")
     if kind == "exceed_context_size_error":
@@ -219,8 +219,8 @@ def _error_from_llama(error: Any) -> Exception:
             f"of {error.get('n_ctx')} tokens; shorten it, raise num_ctx, or set truncate"
         )
     if kind == "invalid_request_error" or error.get("code") == 400:
-        return BadRequest(message)
-    return EngineError(message)
+        return from_engine(BadRequest(message))
+    return from_engine(EngineError(message))
 
 
 # translation: core types <-> llama.cpp request/response bodies -------------------------------

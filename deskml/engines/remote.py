@@ -18,7 +18,14 @@ from typing import Any, Literal
 
 import httpx
 
-from deskml.core.errors import BadRequest, DeskmlError, LoopDetected, UpstreamError, UpstreamUnavailable
+from deskml.core.errors import (
+    BadRequest,
+    DeskmlError,
+    LoopDetected,
+    UpstreamError,
+    UpstreamUnavailable,
+    from_engine,
+)
 from deskml.core.hops import NODE_HEADER
 from deskml.core.types import ChatRequest, EmbedRequest, EmbedResult, Event, GenerateRequest
 from deskml.engines import remote_wire as wire
@@ -162,7 +169,7 @@ class RemoteEngine:
             payload = self._decode(data)
             message = wire.error_message(payload)
             if message is not None:
-                raise UpstreamError(f"upstream '{self.name}': {message}")
+                raise from_engine(UpstreamError(f"upstream '{self.name}': {message}"))
             for event in reader.feed(payload):
                 yield event
         if not finished:
@@ -179,7 +186,7 @@ class RemoteEngine:
             payload = self._decode(line)
             message = wire.error_message(payload)
             if message is not None:
-                raise UpstreamError(f"upstream '{self.name}': {message}")
+                raise from_engine(UpstreamError(f"upstream '{self.name}': {message}"))
             for event in reader.feed(payload):
                 yield event
             if reader.final is not None:
@@ -207,10 +214,10 @@ class RemoteEngine:
         if status == 508:
             return LoopDetected(message)
         if status in {400, 413, 422}:
-            return BadRequest(f"upstream '{self.name}' rejected the request: {message}")
+            return from_engine(BadRequest(f"upstream '{self.name}' rejected the request: {message}"))
         if status in {401, 403}:
             return UpstreamUnavailable(f"upstream '{self.name}' refused the API key ({status}): {message}")
-        return UpstreamUnavailable(f"upstream '{self.name}' answered {status}: {message}")
+        return from_engine(UpstreamUnavailable(f"upstream '{self.name}' answered {status}: {message}"))
 
 
 def _describe(exc: httpx.HTTPError) -> str:

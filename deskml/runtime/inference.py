@@ -356,24 +356,35 @@ class InferenceService:
             body.pop("json_schema", None)
         else:
             body.pop("response_format", None)
-        async with self.manager.lease(
-            entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
-        ) as lease:
-            translator = ChunkTranslator()
-            record = current_record()
-            if record is not None:
-                record.model, record.backend = entry.name, "llama.cpp"
-            # aclosing: when our consumer goes away, the engine stream must stop now (freeing the
-            # slot), not whenever the garbage collector finalises it.
-            async with aclosing(lease.model.engine.stream(endpoint, body)) as chunks:
-                async for chunk in chunks:
-                    for event in translator.feed(chunk):
-                        if record is not None and record.ttft_ns is None:
-                            record.ttft_ns = time.perf_counter_ns() - started
-                        yield event
-            done = translator.done(entry.name)
-            self._finish_timings(done, lease, started)
-            note_timings(done.timings)
+        record = current_record()
+        translator = ChunkTranslator()
+        sent = 0  # streamed chunks that carried output: about one token each
+        finished = False
+        try:
+            async with self.manager.lease(
+                entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
+            ) as lease:
+                if record is not None:
+                    record.model, record.backend = entry.name, "llama.cpp"
+                # aclosing: when our consumer goes away, the engine stream must stop now (freeing the
+                # slot), not whenever the garbage collector finalises it.
+                async with aclosing(lease.model.engine.stream(endpoint, body)) as chunks:
+                    async for chunk in chunks:
+                        events = translator.feed(chunk)
+                        sent += bool(events)
+                        for event in events:
+                            if record is not None and record.ttft_ns is None:
+                                record.ttft_ns = time.perf_counter_ns() - started
+                            yield event
+                done = translator.done(entry.name)
+                self._finish_timings(done, lease, started)
+                note_timings(done.timings)
+                finished = True
+        finally:
+            if not finished and record is not None:
+                # Cut short (client gone, cancelled, engine error): the tokens generated still count,
+                # for the hourly token budget and the history, as llama.cpp's final timings never came.
+                record.completion_tokens += max(sent, translator.timings.eval_count)
         # keep_alive 0 has already set the model to expire now: the reaper unloads it.
         yield done
 

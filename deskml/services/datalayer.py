@@ -8,6 +8,7 @@ from typing import Any
 
 from deskml.services.auth import AuthService, CredentialStore, anonymous_allowed
 from deskml.services.db import Database, redacted
+from deskml.services.fileperms import sqlite_path, warn_if_loose
 from deskml.services.history import HistoryWriter
 from deskml.services.netinfo import is_loopback
 from deskml.settings import Settings
@@ -22,6 +23,7 @@ async def start_data_services(state: Any, settings: Settings) -> None:
     state.db = db
     await asyncio.to_thread(db.migrate)
     log.debug("database %s at revision head", redacted(db.url))
+    warn_if_loose(settings.data_dir, sqlite_path(db.url))
     if settings.auth == "off":
         # Still refuses an unprotected non-loopback bind without --insecure.
         await asyncio.to_thread(lambda: anonymous_allowed(settings, 0))
@@ -43,7 +45,10 @@ async def stop_data_services(state: Any) -> None:
     """Write what the history still buffers, then close the database."""
     writer: HistoryWriter | None = getattr(state, "history", None)
     if writer is not None:
-        await writer.close()
+        try:
+            await writer.close()
+        except Exception:  # close() does not raise; shutdown must go on even if that ever changes
+            log.exception("history: closing the writer failed")
     auth: AuthService | None = getattr(state, "auth", None)
     if auth is not None:
         await auth.close()

@@ -20,6 +20,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from deskml.services.fileperms import private_dir, private_file, sqlite_path
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.db")
@@ -166,9 +167,11 @@ class Database:
         self.dialect = parsed.get_backend_name()
         kwargs: dict[str, Any] = {"pool_pre_ping": True, "future": True}
         if self.dialect == "sqlite":
-            database = parsed.database or ""
-            if database and database != ":memory:":
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            file = sqlite_path(url)
+            if file is not None:
+                # It holds key hashes and the JWT signing key: private before SQLite first opens it.
+                private_dir(file.parent)
+                private_file(file)
             kwargs.pop("pool_pre_ping")
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 5}
         else:

@@ -267,6 +267,48 @@ def check_gpu() -> Check:
     return Check(name="gpu", status="info", message="no GPU found: models run on the CPU")
 
 
+# audit trail -----------------------------------------------------------------------------------
+def _served_history(settings: Settings) -> dict[str, Any] | None:
+    """The running server's history writer, as its /health reports it."""
+    url = f"{'https' if settings.tls_cert else 'http'}://127.0.0.1:{settings.port}/health"
+    try:
+        value = httpx.get(url, timeout=3, verify=False).json().get("history")
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_history(settings: Settings, state: Any, running: bool) -> Check:
+    if not settings.history:
+        return Check(name="history", status="info", message="request history is off (DESKML_HISTORY=false)")
+    writer = getattr(state, "history", None) if state is not None else None
+    status = writer.status() if writer is not None else _served_history(settings) if running else None
+    if status is None:
+        return Check(name="history", status="info", message="no running server to ask about the history writer")
+    counts = f"{status['written']} written, {status['pending']} waiting, {status['dropped']} dropped"
+    if status["ok"]:
+        return Check(name="history", status="ok", message=f"the request history is being written ({counts})")
+    why = status.get("last_error") or ("the writer has stopped" if not status.get("running") else "unknown")
+    return Check(name="history", status="fail", message=f"the request history is not being written: {why} ({counts})",
+                 fix="look for 'deskml.history' in the server log; check that the database "
+                     "(DESKML_DATABASE_URL or <data dir>/deskml.db) is reachable and writable and that its disk "
+                     "has room")
+
+
+def check_files(settings: Settings) -> Check:
+    from deskml.services.db import database_url
+    from deskml.services.fileperms import fix_command, loose_files, sqlite_path
+
+    if platform.system() == "Windows":
+        return Check(name="files", status="info", message="file permissions are not checked on Windows")
+    found = loose_files(settings.data_dir, sqlite_path(database_url(settings)))
+    if not found:
+        return Check(name="files", status="ok", message=f"{settings.data_dir} and its database are private to you")
+    listed = ", ".join(f"{path} ({mode:o})" for path, mode in found)
+    return Check(name="files", status="warn", fix=fix_command(found),
+                 message=f"other users of this machine can read deskml's key hashes and signing key: {listed}")
+
+
 # upstreams -------------------------------------------------------------------------------------
 async def check_upstreams(settings: Settings, state: Any) -> list[Check]:
     router = getattr(state, "router", None)
@@ -314,7 +356,8 @@ async def diagnose(settings: Settings, state: Any = None) -> Report:
     checks = [check_bind(settings), port, *check_lan(settings, running), check_firewall(settings),
               check_cors(settings), check_auth(settings, credentials), check_tls(settings),
               *await asyncio.to_thread(check_models, state, settings), check_disk(settings), check_gpu(),
-              *await check_upstreams(settings, state)]
+              *await check_upstreams(settings, state),
+              await asyncio.to_thread(check_history, settings, state, running), check_files(settings)]
     scheme = "https" if settings.tls_cert else "http"
     urls = [] if is_loopback(settings.host) else [f"{scheme}://{a}:{settings.port}" for a in _bound(settings)]
     return Report(ok=not any(c.status == "fail" and c.blocking for c in checks), lan_urls=urls, checks=checks)

@@ -1,16 +1,21 @@
 """Request history: every finished request written to the database, off the request path.
 
 The request-record pipeline hands each finished `RequestRecord` to `HistoryWriter.submit`, which
-only appends to a bounded in-memory buffer. A background task writes the buffer in batches from a
-worker thread. While the database is unreachable, batches go back to the buffer and are retried
-with backoff; once the buffer is full the oldest records are dropped and counted in `dropped`
-(exported as `deskml_history_dropped_total`). Inference never waits on the database.
+only appends to a bounded in-memory buffer (DESKML_HISTORY_BUFFER records). A background task writes
+the buffer in batches from a worker thread. While the database is unreachable, batches go back to the
+buffer and are retried with backoff; once the buffer is full the oldest records are dropped and
+counted in `dropped` (exported as `deskml_history_dropped_total`). Inference never waits on the
+database.
+
+Nothing a client sends may stop the writer: text is made storable (lone surrogates replaced) before
+it is bound, a batch the database refuses for any reason is retried row by row and the rows still
+refused are dropped and counted, and the loop itself survives any exception (logged, counted in
+`write_errors`, exported as `deskml_history_write_errors_total`, shown by /health and doctor).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -25,6 +30,7 @@ from deskml.core.aio import wait_event
 from deskml.core.context import RequestRecord
 from deskml.core.durations import parse_duration
 from deskml.core.errors import BadRequest
+from deskml.core.text import storable, storable_value
 from deskml.services.db import Database, HistoryRow
 from deskml.settings import Settings
 
@@ -33,6 +39,7 @@ log = logging.getLogger("deskml.history")
 BATCH_SIZE = 500
 CONTENT_LIMIT = 1_000_000  # characters of input or output kept per request
 PRUNE_EVERY_S = 3600.0
+ERROR_WINDOW_S = 60.0
 # Errors that mean "the database is not there right now", as opposed to a row it refuses.
 _OUTAGE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.DisconnectionError, sa.exc.TimeoutError)
 
@@ -44,14 +51,14 @@ class _Pending:
     duration_ns: int
 
 
-def _clip(value: str | None, size: int) -> str | None:
-    return None if value is None else value[:size]
+def _clip(value: Any, size: int) -> str | None:
+    return None if value is None else storable(str(value)[:size])
 
 
 def _content(value: Any) -> str | None:
     if value is None:
         return None
-    text = json.dumps(value, ensure_ascii=False, default=str)
+    text = storable(json.dumps(value, ensure_ascii=False, default=str))
     if len(text) > CONTENT_LIMIT:
         text = json.dumps(text[:CONTENT_LIMIT] + "…[truncated]", ensure_ascii=False)
     return text
@@ -61,13 +68,14 @@ def to_row(item: _Pending, keep_content: bool) -> dict[str, Any]:
     record = item.record
     extra = {k: v for k, v in record.extra.items() if k != "principal_kind"} or None
     if extra is not None:
-        extra = json.loads(json.dumps(extra, default=str))
+        # JSON columns escape a lone surrogate as "\ud800", which PostgreSQL's jsonb refuses.
+        extra = storable_value(json.loads(json.dumps(extra, default=str)))
     return {
-        "request_id": record.request_id[:64],
+        "request_id": storable(record.request_id[:64]),
         "created_at": datetime.fromtimestamp(item.started_at, UTC),
-        "dialect": (record.dialect or "")[:16],
-        "method": (record.method or "")[:10],
-        "path": (record.path or "")[:512],
+        "dialect": _clip(record.dialect or "", 16),
+        "method": _clip(record.method or "", 10),
+        "path": _clip(record.path or "", 512),
         "status": int(record.status),
         "model": _clip(record.model, 255),
         "backend": _clip(record.backend, 64),
@@ -98,19 +106,39 @@ class HistoryWriter:
         self.flush_seconds = max(0.05, settings.history_flush_seconds)
         self.retention_days = settings.history_days
         self.buffer: deque[_Pending] = deque()
-        # Counters read by metrics and /health-style checks.
-        self.dropped = 0
+        # Counters read by metrics, /health and doctor.
+        self.dropped = 0  # records never written: the buffer was full, or the database refused the row
         self.written = 0
-        self.write_failures = 0
-        self.healthy = True
+        self.write_errors = 0  # write attempts that raised, whatever the reason
+        self.healthy = True  # False from a failed write until the next one that succeeds
+        self.last_error: str | None = None
+        self.last_error_at: float | None = None  # Unix time
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._last_prune = 0.0
+        self._reachable = True  # the last batch reached the database (to log each change once)
+        # /health says "not ok" this long after any failed write, so a scrape every few seconds sees it.
+        self.error_window = ERROR_WINDOW_S
 
     @property
     def pending(self) -> int:
         """Records waiting to be written."""
         return len(self.buffer)
+
+    @property
+    def task_alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def status(self) -> dict[str, Any]:
+        """What /health and doctor say about the writer."""
+        recent = self.last_error_at is not None and time.time() - self.last_error_at < self.error_window
+        return {
+            "ok": self.healthy and self.task_alive and not recent, "running": self.task_alive, "pending": self.pending,
+            "written": self.written, "dropped": self.dropped, "write_errors": self.write_errors,
+            "last_error": self.last_error,
+            "last_error_at": datetime.fromtimestamp(self.last_error_at, UTC).isoformat(timespec="seconds")
+            if self.last_error_at is not None else None,
+        }
 
     # the record sink: O(1), never blocks, never raises
     def submit(self, record: RequestRecord) -> None:
@@ -129,24 +157,43 @@ class HistoryWriter:
             self.dropped += 1
         self.buffer.append(item)
 
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.write_errors += 1
+        self.healthy = False
+        self.last_error = f"{what}: {type(exc).__name__}: {_short(exc)}"
+        self.last_error_at = time.time()
+
     # background loop
     def start(self) -> None:
         self._wake = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="deskml-history")
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Stop the loop and write what is buffered (for at most `timeout` seconds)."""
+        """Stop the loop and write what is buffered, for at most `timeout` seconds; never raises, so
+        a broken database cannot fail the server's shutdown."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await self._task
+            except asyncio.CancelledError:
+                pass
+            except Exception:  # the loop is built not to die; if it did, say so and still flush
+                log.exception("history: the writer had stopped")
             self._task = None
-        deadline = time.monotonic() + timeout
-        while self.buffer and time.monotonic() < deadline:
-            if not await self.flush():
-                break
+        try:
+            await asyncio.wait_for(self._drain(), timeout)
+        except TimeoutError:
+            log.warning("history: shutdown flush took longer than %.0fs", timeout)
+        except Exception as exc:
+            self._failed("shutdown flush", exc)
+            log.warning("history: shutdown flush failed: %s", self.last_error)
         if self.buffer:
             log.warning("history: %d records not written at shutdown", len(self.buffer))
+
+    async def _drain(self) -> None:
+        while self.buffer:
+            if not await self.flush():
+                return
 
     async def _run(self) -> None:
         assert self._wake is not None
@@ -155,65 +202,79 @@ class HistoryWriter:
             await wait_event(self._wake, delay)
             self._wake.clear()
             ok = True
-            while self.buffer and ok:
-                ok = await self.flush()
+            try:
+                while self.buffer and ok:
+                    ok = await self.flush()
+            except Exception as exc:  # a bug here must not end the history for the life of the process
+                ok = False
+                self._failed("writer", exc)
+                log.exception("history: write loop error; carrying on")
             # Back off while the database is down; one attempt per few seconds costs nothing.
             delay = self.flush_seconds if ok else min(max(5.0, self.flush_seconds), delay * 2)
             if ok and self.retention_days > 0 and time.monotonic() - self._last_prune > PRUNE_EVERY_S:
                 self._last_prune = time.monotonic()
                 try:
                     await asyncio.to_thread(self.prune)
-                except sa.exc.SQLAlchemyError as exc:
-                    log.warning("history: pruning failed: %s", exc)
+                except Exception as exc:
+                    log.warning("history: pruning failed: %s", _short(exc))
 
     async def flush(self) -> bool:
-        """Write one batch; False when the database could not be reached (the batch is kept)."""
+        """Write one batch; False when the database could not be reached (the unwritten part is kept)."""
         batch = [self.buffer.popleft() for _ in range(min(BATCH_SIZE, len(self.buffer)))]
         if not batch:
             return True
         try:
-            written, refused = await asyncio.to_thread(self._write, batch)
-        except _OUTAGE as exc:
-            self.write_failures += 1
-            if self.healthy:
-                log.warning("history: database unreachable, buffering requests (%s)", _short(exc))
-            self.healthy = False
-            # Put the batch back in front; whatever no longer fits is the oldest and is dropped.
-            room = self.capacity - len(self.buffer)
-            keep = batch[-room:] if room > 0 else []
-            self.dropped += len(batch) - len(keep)
-            self.buffer.extendleft(reversed(keep))
-            return False
-        if not self.healthy:
-            log.warning("history: database reachable again, writing resumed")
-        self.healthy = True
+            written, refused, unwritten, outage = await asyncio.to_thread(self._write, batch)
+        except Exception as exc:  # _write catches everything; should a bug get out, keep the records
+            log.exception("history: writer error; the batch is kept for the next try")
+            written, refused, unwritten, outage = 0, 0, batch, exc
         self.written += written
         self.dropped += refused
+        if outage is not None:
+            self._failed("database unreachable" if isinstance(outage, _OUTAGE) else "writer", outage)
+            if self._reachable and isinstance(outage, _OUTAGE):
+                log.warning("history: database unreachable, buffering requests (%s)", _short(outage))
+            self._reachable = False
+            # Put the unwritten records back in front; whatever no longer fits is the oldest and is dropped.
+            room = self.capacity - len(self.buffer)
+            keep = unwritten[-room:] if room > 0 else []
+            self.dropped += len(unwritten) - len(keep)
+            self.buffer.extendleft(reversed(keep))
+            return False
+        if not self._reachable:
+            log.warning("history: database reachable again, writing resumed")
+        self._reachable = True
+        self.healthy = refused == 0
         return True
 
-    def _write(self, batch: list[_Pending]) -> tuple[int, int]:
-        rows = [to_row(item, self.keep_content) for item in batch]
+    def _write(self, batch: list[_Pending]) -> tuple[int, int, list[_Pending], BaseException | None]:
+        """Runs in a worker thread and never raises: (written, refused, unwritten, outage). Only an
+        outage leaves records unwritten; any other failure costs the rows it concerns, not the batch."""
         try:
+            rows = [to_row(item, self.keep_content) for item in batch]
             with self.db.session() as session:
                 session.execute(sa.insert(HistoryRow), rows)
-            return len(rows), 0
-        except _OUTAGE:
-            raise
-        except sa.exc.SQLAlchemyError as exc:
+            return len(rows), 0, [], None
+        except _OUTAGE as exc:
+            return 0, 0, batch, exc
+        except Exception as exc:
             # One bad row must not block the others: write them one by one, drop the refused.
+            self._failed("batch refused", exc)
             log.warning("history: batch refused (%s); writing rows one by one", _short(exc))
         written = refused = 0
-        for row in rows:
+        for index, item in enumerate(batch):
             try:
+                row = to_row(item, self.keep_content)
                 with self.db.session() as session:
                     session.execute(sa.insert(HistoryRow), [row])
                 written += 1
-            except _OUTAGE:
-                raise
-            except sa.exc.SQLAlchemyError as exc:
+            except _OUTAGE as exc:
+                return written, refused, batch[index:], exc
+            except Exception as exc:
                 refused += 1
-                log.warning("history: dropped record %s: %s", row["request_id"], _short(exc))
-        return written, refused
+                self._failed("record refused", exc)
+                log.warning("history: dropped record %s: %s", item.record.request_id[:64], self.last_error)
+        return written, refused, [], None
 
     def prune(self) -> int:
         return prune(self.db, self.retention_days)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from deskml.core.context import RequestRecord
+from deskml.core.text import storable
 from deskml.settings import Settings
 
 ACCESS_LOGGER = "deskml.access"
@@ -76,7 +77,8 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, ensure_ascii=False, default=str)
+        # A lone surrogate from a request would make the UTF-8 stream raise and lose the line.
+        return storable(json.dumps(data, ensure_ascii=False, default=str))
 
 
 class TextFormatter(logging.Formatter):
@@ -84,7 +86,7 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+        line = storable(super().format(record))
         rid = getattr(record, "request_id", None)
         return f"{line} [{rid}]" if rid and record.name != ACCESS_LOGGER else line
 

@@ -128,10 +128,18 @@ class _LiveState(Collector):
         dropped = getattr(history, "dropped", None)
         if isinstance(dropped, int | float):
             drops = CounterMetricFamily(
-                f"{PREFIX}_history_dropped", "Request records dropped because the history buffer was full."
+                f"{PREFIX}_history_dropped",
+                "Request records never written: the history buffer was full, or the database refused the row.",
             )
             drops.add_metric([], dropped)
             yield drops
+        errors = getattr(history, "write_errors", None)
+        if isinstance(errors, int | float):
+            failed = CounterMetricFamily(
+                f"{PREFIX}_history_write_errors", "History write attempts that failed, whatever the reason."
+            )
+            failed.add_metric([], errors)
+            yield failed
         pending = getattr(history, "pending", None)
         if isinstance(pending, int | float):
             yield GaugeMetricFamily(

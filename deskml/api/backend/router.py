@@ -44,7 +44,11 @@ async def health(request: Request) -> wire.HealthResponse:
     llm_loaded = any(item.entry.name == llm_name for item in state.manager.loaded())
     loaded = {item.spec.name for item in state.services.loaded()}
     models = [(s.kind, s.name, s.available(), s.name in loaded) for s in state.services.specs]
-    return tr.health(llm_name, llm_available, llm_loaded, models, __version__)
+    reply = tr.health(llm_name, llm_available, llm_loaded, models, __version__)
+    writer = getattr(state, "history", None)
+    if writer is not None:
+        reply.history = wire.HistoryHealth(**writer.status())
+    return reply
 
 
 @router.post("/api/llm/generate")

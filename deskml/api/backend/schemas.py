@@ -17,6 +17,19 @@ class ModelStatus(BaseModel):
     loaded: bool
 
 
+class HistoryHealth(BaseModel):
+    """The request-history writer: `ok` is false while writes fail or the writer has stopped."""
+
+    ok: bool
+    running: bool
+    pending: int = Field(description="Records waiting to be written.")
+    written: int
+    dropped: int = Field(description="Records never written (buffer full, or refused by the database).")
+    write_errors: int = Field(description="Write attempts that failed.")
+    last_error: str | None = None
+    last_error_at: str | None = None
+
+
 class HealthResponse(BaseModel):
     status: str = "ok"
     # The seed reads `services.llm` / `services.vision` as "ready" flags; deskml adds one flag per
@@ -24,6 +37,9 @@ class HealthResponse(BaseModel):
     services: dict[str, bool]
     models: dict[str, list[ModelStatus]] = Field(default_factory=dict)
     version: str = ""
+    # deskml extra; absent when DESKML_HISTORY=false. A failing writer does not change `status`:
+    # the server still answers, and the seed's clients read `status` as "reachable".
+    history: HistoryHealth | None = None
 
 
 class LlmGenerateRequest(BaseModel):
