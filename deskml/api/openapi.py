@@ -124,8 +124,88 @@ EXTRA_SUCCESS_CONTENT: dict[str, dict[str, Any]] = {
 # Operations whose success answer has no body at all.
 NO_BODY = frozenset({"HEAD /api/blobs/{digest}", "POST /api/blobs/{digest}", "POST /api/copy", "DELETE /api/delete"})
 # ... and those whose body is only what EXTRA_SUCCESS_CONTENT says (no JSON at all).
-ONLY_EXTRA = frozenset({"POST /api/audio/speak", "POST /v1/audio/speech", "GET /api/jobs/{job_id}/events",
+ONLY_EXTRA = frozenset({"POST /v1/audio/speech", "GET /api/jobs/{job_id}/events",
                         "GET /v1/files/{file_id}/content"})
+
+
+# Rules the handlers check that FastAPI cannot see in the wire models (a blank model name, an empty
+# list, a value only some routes take). They are stated here, next to the rest of what the document
+# must say, so the wire models (shared with other dialects and the tests) keep their own messages;
+# `correct_requests` fails loudly when a name below no longer exists, so this table cannot go stale.
+_NON_EMPTY = {"minLength": 1}
+_SCOPES = ("admin", "inference", "models", "all")
+REQUEST_RULES: dict[str, dict[str, dict[str, Any]]] = {
+    "ChatRequest": {"model": _NON_EMPTY}, "GenerateRequest": {"model": _NON_EMPTY},
+    "EmbedRequest": {"model": _NON_EMPTY}, "EmbeddingsRequest": {"model": _NON_EMPTY},
+    "CopyRequest": {"source": _NON_EMPTY, "destination": _NON_EMPTY},
+    "ModelRequest": {"model": _NON_EMPTY, "name": _NON_EMPTY},
+    "CreateRequest": {"model": _NON_EMPTY, "name": _NON_EMPTY},
+    "RerankRequest": {"query": _NON_EMPTY, "documents": {"minItems": 1}},
+    "TrainRequest": {"dataset": _NON_EMPTY},
+    "PairRequest": {"name": _NON_EMPTY},
+    "KeyCreate": {"scopes": {"minItems": 1, "items": {"type": "string", "enum": list(_SCOPES)}}},
+    "UserCreate": {"scopes": {"minItems": 1, "items": {"type": "string", "enum": list(_SCOPES)}}},
+    "ClassifyTextRequest": {"top_k": {"minimum": 1, "maximum": 1000}},
+    "SpeechRequest": {"stream_format": {"enum": ["audio"]}},
+    "CreateBatch": {"endpoint": {"enum": ["/v1/chat/completions", "/v1/embeddings"]}},
+    "ChatCompletionRequest": {"messages": {"minItems": 1}},
+}
+# Ollama takes the model as `model` or, from older clients, `name`: one of them is needed.
+ONE_OF_REQUIRED: dict[str, list[str]] = {"ModelRequest": ["model", "name"], "CreateRequest": ["model", "name"]}
+# Multipart file fields are declared `UploadFile | None` so that a missing file gets the dialect's own
+# message; on the wire a file part is there or not (never null), and only these may be left out.
+OPTIONAL_FILES: dict[str, set[str]] = {"POST /api/images/stylize": {"style_image"}}
+_WHEN = {"anyOf": [{"type": "string", "format": "date-time"},
+                   {"type": "string", "pattern": r"^[0-9]{1,10}(\.[0-9]{1,6})?$"},
+                   {"type": "string", "pattern": r"^[0-9]{1,5}(\.[0-9]{1,3})?(ms|s|m|h|d)$"}],
+         "description": "ISO time, Unix seconds, or a duration ago ('30m', '1h', '7d')."}
+_DIGEST = {"type": "string", "pattern": "^sha256[:-][0-9a-f]{64}$"}
+PARAM_RULES: dict[str, dict[str, dict[str, Any]]] = {
+    "GET /api/history": {"since": _WHEN, "until": _WHEN},
+    "HEAD /api/blobs/{digest}": {"digest": _DIGEST}, "POST /api/blobs/{digest}": {"digest": _DIGEST},
+}
+
+
+def _constrain(prop: dict[str, Any], rule: dict[str, Any]) -> None:
+    """Add `rule` to a property, or to each non-null branch of an optional one."""
+    branches = [b for b in prop.get("anyOf", [prop]) if b.get("type") != "null"]
+    for branch in branches:
+        branch.update(rule)
+
+
+def correct_requests(spec: dict[str, Any]) -> None:
+    components = spec["components"]["schemas"]
+    for name, fields in REQUEST_RULES.items():
+        for field, rule in fields.items():
+            _constrain(components[name]["properties"][field], rule)
+    for name, either in ONE_OF_REQUIRED.items():
+        components[name]["anyOf"] = [{"required": [field]} for field in either]
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            key = f"{method.upper()} {path}"
+            for param in operation.get("parameters", []):
+                if param["name"] in PARAM_RULES.get(key, {}):
+                    param["schema"] = PARAM_RULES[key][param["name"]]
+            form = (operation.get("requestBody") or {}).get("content", {}).get("multipart/form-data")
+            if form is None:
+                continue
+            schema = components[form["schema"]["$ref"].rsplit("/", 1)[-1]]
+            for field, prop in schema["properties"].items():
+                file_branch = next((b for b in prop.get("anyOf", [prop])
+                                    if b.get("contentMediaType") == "application/octet-stream"), None)
+                if file_branch is None:
+                    continue
+                schema["properties"][field] = {**file_branch, "format": "binary",
+                                               **{k: v for k, v in prop.items() if k in {"title", "description"}}}
+                if field not in OPTIONAL_FILES.get(key, set()):
+                    schema.setdefault("required", [])
+                    if field not in schema["required"]:
+                        schema["required"].append(field)
+    for path, rules in PARAM_RULES.items():
+        method, _, route = path.partition(" ")
+        names = {p["name"] for p in spec["paths"][route][method.lower()].get("parameters", [])}
+        if not set(rules) <= names:
+            raise KeyError(f"{path}: no parameter {set(rules) - names}")
 
 
 def error_statuses(method: str, path: str, operation: dict[str, Any]) -> set[int]:
@@ -177,6 +257,9 @@ def document_errors(spec: dict[str, Any]) -> dict[str, Any]:
             dialect = dialect_for_path(path)
             for status in sorted(error_statuses(method, path, operation)):
                 responses.setdefault(str(status), _error_response(status, dialect))
+            if method == "HEAD":  # a HEAD answer never has a body, whatever its status
+                for response in responses.values():
+                    response.pop("content", None)
     for unused in ("HTTPValidationError", "ValidationError"):
         components.pop(unused, None)
     return spec
@@ -189,6 +272,7 @@ def install_openapi(app: FastAPI) -> None:
         if app.openapi_schema is None:
             spec = get_openapi(title=app.title, version=app.version, openapi_version=app.openapi_version,
                                description=app.description, routes=app.routes)
+            correct_requests(spec)
             app.openapi_schema = document_errors(spec)
         return app.openapi_schema
 
