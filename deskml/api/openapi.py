@@ -98,7 +98,7 @@ HANDLER_ERRORS: dict[str, frozenset[int]] = {
     "GET /api/conversations/{conversation_id}": frozenset({404}),
     "PATCH /api/conversations/{conversation_id}": frozenset({404}),
     "DELETE /api/conversations/{conversation_id}": frozenset({404}),
-    "GET /api/admin/upstreams": frozenset(),
+    "POST /api/admin/pair": frozenset({409}), "GET /api/admin/upstreams": frozenset(),
 }
 
 # Success bodies that are not (only) the JSON FastAPI infers: streams, audio, files, text formats.
