@@ -18,12 +18,14 @@ from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
 from deskml.api.hops import NodeHops
 from deskml.api.hub.router import router as hub_router
+from deskml.api.methods import MethodsMiddleware
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
 from deskml.api.ollama.router import router as ollama_router
 from deskml.api.openai.batch_lines import batch_handlers
 from deskml.api.openai.batches import router as batches_router
 from deskml.api.openai.media import router as openai_media_router
 from deskml.api.openai.router import router as openai_router
+from deskml.api.openapi import install_openapi
 from deskml.api.rerank.router import router as rerank_router
 from deskml.api.ui.conversations import router as conversations_router
 from deskml.api.ui.static import UI_PREFIX, ui_files
@@ -114,6 +116,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     if settings.auth != "off":
         # Innermost: CORS answers preflights without credentials and decorates 401s.
         app.add_middleware(AuthMiddleware)
+    app.add_middleware(MethodsMiddleware)  # inside CORS, which answers preflights; plain OPTIONS, HEAD, 405s
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,
@@ -128,6 +131,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
                        blob_limit=int(settings.max_blob_mb * (1 << 20)))
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
+    install_openapi(app)
     app.include_router(ollama_router)
     app.include_router(hub_router)
     app.include_router(openai_router)

@@ -312,23 +312,30 @@ class HistoryQuery:
 def parse_time(value: str, *, name: str) -> datetime:
     """ISO 8601, Unix seconds, or a duration meaning "that long ago" ('1h', '30m', '7d')."""
     text = value.strip()
+    try:
+        return _parse_time(text)
+    except (OverflowError, OSError, ValueError):  # a time or duration past what datetime can hold
+        raise BadRequest(f"{name}: out of range", param=name) from None
+    except BadRequest:
+        raise BadRequest(f"{name}: use an ISO time, Unix seconds, or a duration like '1h' or '7d'",
+                         param=name) from None
+
+
+def _parse_time(text: str) -> datetime:
     if text.endswith("d") and text[:-1].replace(".", "", 1).isdigit():
         return datetime.now(UTC) - timedelta(days=float(text[:-1]))
     try:
         seconds = float(text)
-        return datetime.fromtimestamp(seconds, UTC)
     except ValueError:
         pass
+    else:
+        return datetime.fromtimestamp(seconds, UTC)
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return when if when.tzinfo else when.replace(tzinfo=UTC)
     except ValueError:
         pass
-    try:
-        return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
-    except BadRequest:
-        raise BadRequest(f"{name}: use an ISO time, Unix seconds, or a duration like '1h' or '7d'",
-                         param=name) from None
+    return datetime.now(UTC) - timedelta(seconds=parse_duration(text))
 
 
 def _status_filter(status: str) -> Any:

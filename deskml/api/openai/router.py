@@ -15,7 +15,7 @@ from deskml.api.openai import schemas as wire
 from deskml.api.openai import translate as tr
 from deskml.api.streaming import collect, dumps, prime, sse_lines, stream_response, until_disconnected
 from deskml.core import types as core
-from deskml.core.errors import DeskmlError
+from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.registry import ModelEntry, Registry
 
@@ -191,5 +191,8 @@ async def list_models(request: Request) -> Response:
 async def get_model(model_id: str, request: Request) -> Response:
     if _upstream_only(request, model_id):
         return _json(tr.model_object(model_id, int(time.time())))
-    entry = _registry(request).get(model_id)
+    try:
+        entry = _registry(request).get(model_id)
+    except BadRequest:  # a name no model can have: for a lookup that is "no such model", as OpenAI says
+        raise ModelNotFound(model_id) from None
     return _json(tr.model_object(entry.name, int(entry.modified_at.timestamp())))
