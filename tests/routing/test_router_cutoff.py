@@ -70,7 +70,8 @@ def test_whole_reply_is_retried_after_a_failure_mid_reply(routed_app: Any, pair:
             assert reply.status_code == 200, reply.text  # before: 502 although the client had no byte yet
             text = reply.json()["message"]["content"] if path == "/api/chat" else reply.json()["response"]
             assert text == "good says: hi"
-        openai = client.post("/v1/chat/completions", json={"model": "m1", "messages": [{"role": "user", "content": "q"}]})
+        openai = client.post("/v1/chat/completions",
+                             json={"model": "m1", "messages": [{"role": "user", "content": "q"}]})
         assert openai.status_code == 200 and openai.json()["choices"][0]["message"]["content"] == "good says: q"
         assert len(broken.calls) == 3 and len(good.calls) == 3  # each went to the broken one first
         metrics = client.get("/metrics").text
@@ -126,9 +127,9 @@ def test_forward_only_node_never_answers_from_its_own_models(tmp_path: Path) -> 
             assert down.headers["retry-after"]
     finally:
         upstream.stop()
-    with pytest.raises(BadRequest, match="DESKML_UPSTREAMS_FILE"):
-        with TestClient(create_app(make_settings(tmp_path / "e", forward_only=True))):
-            pass
+    with pytest.raises(BadRequest, match="DESKML_UPSTREAMS_FILE"), \
+            TestClient(create_app(make_settings(tmp_path / "e", forward_only=True))):
+        pass
 
 
 def test_names_resolve_as_the_nodes_resolve_them(routed_app: Any) -> None:
