@@ -32,7 +32,7 @@ def start_node(data_dir: Path, env: dict[str, str] | None = None, name: str | No
 
 
 def start_router(data_dir: Path, nodes: dict[str, ServerProcess], *, forward_only: bool = False,
-                 router: str = "health_interval = 0.5\nopen_seconds = 5\n") -> ServerProcess:
+                 router: str = "health_interval = 3\nopen_seconds = 5\n") -> ServerProcess:
     """A router node listing `nodes` as deskml upstreams with their own names (prefix ""), as docs/scale.md says."""
     data_dir.mkdir(parents=True, exist_ok=True)
     toml = f"[router]\n{router}" + "".join(
