@@ -36,6 +36,9 @@ dev: $(BIN)/python
 	@# The web UI tests drive Debian's Chromium through Playwright (never `playwright install`).
 	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 		|| echo 'could not install chromium: install the Debian packages chromium and chromium-driver for the web UI tests' >&2
+	@# The load-balancer test puts Debian's nginx in front of two nodes (deploy/nginx/).
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null) \
+		|| echo 'could not install nginx: install the Debian package nginx-light (or nginx) for the load-balancer test' >&2
 
 lint: dev
 	$(BIN)/ruff check .

@@ -249,6 +249,11 @@ class Settings(BaseSettings):
         None, description="Routing file (TOML or YAML): upstream backends (other deskml nodes, Ollama, vLLM or any "
         "OpenAI-compatible server, cloud APIs), rules by task type and prompt length, fallbacks. See docs/routing.md."
     )
+    forward_only: bool = Field(
+        False, description="With DESKML_UPSTREAMS_FILE: a dedicated router. Chats, completions and embeddings are "
+        "only forwarded to upstreams, never answered from this node's own models (404 for a model no upstream "
+        "offers, 503 when none of those offering it can answer)."
+    )
     node_name: str = Field(
         "", description="This node's name in routing-loop detection (X-Deskml-Via) and mDNS; empty = host name "
         "plus a random suffix per start."

@@ -13,6 +13,7 @@ from fastapi import Request
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
+from deskml.core.context import current_record, whole_reply
 from deskml.core.errors import DeskmlError
 
 T = TypeVar("T")
@@ -54,8 +55,18 @@ async def until_disconnected(request: Request, work: Awaitable[T]) -> T:
 
 
 async def collect(events: AsyncIterator[T]) -> list[T]:
-    async with contextlib.aclosing(events):  # type: ignore[type-var]
-        return [event async for event in events]
+    """The whole reply, before the client gets any of it (so the router may retry a failure mid-way)."""
+    with whole_reply():
+        async with contextlib.aclosing(events):  # type: ignore[type-var]
+            return [event async for event in events]
+
+
+def _note_stream_error(exc: Exception) -> None:
+    """A stream that failed after its 200 went out keeps that status, as a drained one does; the record
+    (history, access log) says why it ended early."""
+    record = current_record()
+    if record is not None and record.error is None:
+        record.error = exc.message if isinstance(exc, DeskmlError) else f"internal error: {type(exc).__name__}"
 
 
 async def prime(request: Request, events: AsyncIterator[T]) -> tuple[T | None, AsyncIterator[T]]:
@@ -120,9 +131,8 @@ async def ndjson_lines(
         async for event in rest:
             for item in render(event):
                 yield dumps(item) + "\n"
-    except DeskmlError as exc:
-        yield dumps(on_error(exc)) + "\n"
-    except Exception as exc:  # engine fault after the headers went out: tell the client, don't hang
+    except Exception as exc:  # DeskmlError or an engine fault after the headers went out: tell the client
+        _note_stream_error(exc)
         yield dumps(on_error(exc)) + "\n"
     finally:
         with contextlib.suppress(BaseException):
@@ -145,6 +155,7 @@ async def sse_lines(
             for item in render(event):
                 yield f"data: {dumps(item)}\n\n"
     except Exception as exc:  # DeskmlError or an engine fault after the headers went out
+        _note_stream_error(exc)
         yield f"data: {dumps(on_error(exc))}\n\n"
         return
     finally:

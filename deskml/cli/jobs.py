@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -168,13 +169,19 @@ def worker(
     started = time.monotonic()
     celery_worker = app.Worker(
         concurrency=concurrency, pool=pool, queues=[settings.jobs_queue], loglevel=log_level.upper(),
-        without_gossip=True, without_mingle=True, without_heartbeat=True, hostname=f"deskml-{os.getpid()}@%h",
+        without_gossip=True, without_mingle=True, without_heartbeat=True, hostname=worker_name(),
     )
     celery_worker.start()
     code = int(getattr(celery_worker, "exitcode", 0) or 0)
     err.print(f"worker stopped after {time.monotonic() - started:.0f}s")
     sys.stdout.flush()
     raise typer.Exit(code)
+
+
+def worker_name() -> str:
+    """`deskml-PID@HOST` with the host written out: Celery expands `%h` in some places (log file names)
+    but not in the name the worker reports to the broker and the jobs list."""
+    return f"deskml-{os.getpid()}@{socket.gethostname()}"
 
 
 def register(app: typer.Typer) -> None:

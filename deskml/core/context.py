@@ -10,6 +10,8 @@ lower layers never import the services that consume it.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,3 +60,22 @@ def set_record(record: RequestRecord | None) -> object:
 
 def reset_record(token: object) -> None:
     _current.reset(token)  # type: ignore[arg-type]
+
+
+# Whether whoever reads the current event stream sends its client nothing until the stream is complete
+# (a non-streaming reply): the router may then retry a backend that fails anywhere before the end.
+_whole_reply: ContextVar[bool] = ContextVar("deskml_whole_reply", default=False)
+
+
+def reply_is_whole() -> bool:
+    return _whole_reply.get()
+
+
+@contextmanager
+def whole_reply() -> Iterator[None]:
+    """Mark the event streams read inside as collected whole before the client gets any of it."""
+    token = _whole_reply.set(True)
+    try:
+        yield
+    finally:
+        _whole_reply.reset(token)

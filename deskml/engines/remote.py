@@ -94,6 +94,21 @@ class RemoteEngine:
             ))
         return models
 
+    async def accepts(self, model: str, headers: dict[str, str] | None = None, timeout: float | None = None) -> bool:
+        """Whether an Ollama-style server (a deskml node) answers for `model` (`POST /api/show`): it may
+        resolve names, such as aliases, that its model list does not show. Raises UpstreamUnavailable
+        when it cannot say."""
+        extra = {"timeout": timeout} if timeout is not None else {}
+        try:
+            response = await self._client.post("/api/show", json={"model": model}, headers=headers, **extra)
+        except httpx.HTTPError as exc:
+            raise self._unreachable(exc) from None
+        if response.status_code in {400, 404}:
+            return False
+        if response.status_code >= 300:
+            raise self._refusal(response.status_code, response.text)
+        return True
+
     # inference ---------------------------------------------------------------------------------
     async def stream(
         self, task: Literal["chat", "generate"], model: str, request: ChatRequest | GenerateRequest,

@@ -214,7 +214,7 @@ class InferenceService:
                     body["prompt"] = prompt_text
 
     async def load(self, name: str, keep_alive: float | None) -> Done:
-        if self.router is not None and self.router.knows(name) and not self.serves_locally(name, "chat"):
+        if self.router is not None and not self.serves_locally(name, "chat") and self.router.knows(name):
             return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
         model, load_ns = await self.manager.ensure_loaded(name, keep_alive)
         if keep_alive == 0:
@@ -228,7 +228,10 @@ class InferenceService:
         return Done(reason="unload", model=entry.name)
 
     def serves_locally(self, name: str, task: str) -> bool:
-        """Whether this node has `name` itself (for the router): a GGUF, or an embedding service model."""
+        """Whether this node answers `name` itself (for the router): a GGUF, or an embedding service model.
+        Never on a node that only forwards (DESKML_FORWARD_ONLY)."""
+        if self.router is not None and self.settings.forward_only:
+            return False
         if task == "embed" and self.service_tasks is not None and self.service_tasks.serves_embedding(name):
             return True
         try:
@@ -236,6 +239,10 @@ class InferenceService:
         except DeskmlError:
             return False
         return True
+
+    def canonical_name(self, name: str) -> str:
+        """The name deskml's alias rules give `name` (`smollm2` -> `smollm2:135m`), for matching upstreams."""
+        return self.registry.canonical(name)
 
     def routed_models(self) -> list[RoutedModel]:
         """Models offered by upstreams (for /api/tags and /v1/models); empty without a router."""

@@ -3,10 +3,14 @@ HybridAIService, done once on the server for every client).
 
 A request's candidate models come from the first matching rule (task type, prompt length, model glob)
 or are just the requested model, followed by its fallbacks. Each candidate expands to the backends
-serving it: this node ("local") and the upstreams offering that name, ordered by the strategy (fewest
-requests in flight, or local first). Backends are tried in order until one produces its first event;
-a failure before that is invisible to the client, one after it ends the stream with an error event.
-Health checks and a circuit breaker per upstream keep dead ones out of the way and bring them back.
+serving it: this node ("local", unless it only forwards) and the upstreams offering that name — by
+their listed names, the same names after deskml's own alias rules (`smollm2` is `smollm2:135m`), or
+because a deskml node said it accepts the name (`/api/show`) — ordered by the strategy (fewest requests
+in flight, or local first). Backends are tried in order until one has answered without the client
+having received a byte: a stream goes out with its first event, a whole (non-streaming) reply only
+once complete, so a failure before then is invisible and the next backend answers; after it, the stream
+ends with an error event. Health checks and a circuit breaker per upstream keep dead ones out of the
+way and bring them back.
 """
 
 from __future__ import annotations
@@ -16,12 +20,13 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from deskml.core.context import current_record
+from deskml.core.context import current_record, reply_is_whole
 from deskml.core.errors import (
     BadRequest,
     Busy,
@@ -50,6 +55,9 @@ T = TypeVar("T")
 
 # Local faults another backend may not share: a full queue, a model that fails to load, an engine crash.
 _LOCAL_RETRYABLE = (Busy, EngineError, ModelLoadError, ModelNotFound)
+# Names a deskml upstream was asked about (accepted or not) are remembered until its model list changes;
+# past this many the memory starts over, so clients sending made-up names cannot grow it without bound.
+_PROBED_LIMIT = 512
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class Upstream:
     error: str | None = None
     checked_at: float | None = None
     in_flight: int = 0
+    probed: dict[str, bool] = field(default_factory=dict)  # model key -> the node accepts that name (/api/show)
 
     @property
     def name(self) -> str:
@@ -108,11 +117,15 @@ def prompt_chars(request: Request) -> int:
 class Router:
     def __init__(
         self, config: RoutingConfig, node_id: str, has_local: Callable[[str, Task], bool],
-        registry: CollectorRegistry | None = None,
+        registry: CollectorRegistry | None = None, canonical: Callable[[str], str] | None = None,
     ) -> None:
+        """`has_local(name, task)`: whether this node answers `name` itself (always False on a node that
+        only forwards). `canonical(name)`: the name deskml's alias rules give `name` (`smollm2` ->
+        `smollm2:135m`), so a name a node accepts matches what that node lists."""
         self.config = config
         self.node_id = node_id
         self.has_local = has_local
+        self.canonical = canonical or (lambda name: name)
         settings = config.router
         self.upstreams: dict[str, Upstream] = {}
         for item in config.upstreams:
@@ -169,10 +182,13 @@ class Router:
         upstream.breaker.healthy()
         wanted = config.models or [m.name for m in listed]
         by_name = {m.name: m for m in listed}
-        upstream.models = {}
+        models: dict[str, tuple[str, RemoteModel]] = {}
         for remote_name in wanted:
             shown = config.prefix + remote_name
-            upstream.models[model_key(shown)] = (shown, by_name.get(remote_name, RemoteModel(remote_name)))
+            models[model_key(shown)] = (shown, by_name.get(remote_name, RemoteModel(remote_name)))
+        if models.keys() != upstream.models.keys():
+            upstream.probed = {}  # what it accepts may have changed with what it lists: ask again
+        upstream.models = models
 
     # listing and status ----------------------------------------------------------------------
     def models(self) -> list[RoutedModel]:
@@ -183,8 +199,57 @@ class Router:
         return out
 
     def knows(self, name: str) -> bool:
-        key = model_key(name)
-        return any(key in u.models for u in self.upstreams.values())
+        return any(self._offer(u, name) is not None for u in self.upstreams.values())
+
+    def _offer(self, upstream: Upstream, name: str) -> tuple[str, str] | None:
+        """(the model's name on `upstream`, the name shown to the client) when it serves `name`, else None.
+
+        Matched by the name it lists, then by that name under deskml's alias rules (a deskml node
+        resolves `smollm2` to `smollm2:135m` and lists only the latter), then by what the node said
+        when asked (`/api/show`, see `_ask`)."""
+        entry = upstream.models.get(model_key(name))
+        if entry is not None:
+            return entry[1].name, entry[0]
+        prefix = upstream.config.prefix
+        if not name.lower().startswith(prefix.lower()) or len(name) == len(prefix):
+            return None
+        remote = name[len(prefix):]
+        with contextlib.suppress(DeskmlError):
+            entry = upstream.models.get(model_key(prefix + self.canonical(remote)))
+            if entry is not None:
+                return entry[1].name, entry[0]
+        if upstream.probed.get(model_key(remote)):
+            return remote, name  # the node resolves the name itself
+        return None
+
+    async def _ask(self, names_: list[str]) -> None:
+        """Ask each deskml upstream about the names none of its listed names match, once per model list:
+        a node may accept names (its aliases, a newer version's) that this node cannot work out."""
+        asks = []
+        for upstream in self.upstreams.values():
+            if upstream.config.kind != "deskml" or not upstream.up or not upstream.breaker.available():
+                continue
+            prefix = upstream.config.prefix
+            for name in names_:
+                if not name.lower().startswith(prefix.lower()) or len(name) == len(prefix):
+                    continue
+                remote = name[len(prefix):]
+                key = model_key(remote)
+                if key not in upstream.probed and self._offer(upstream, name) is None:
+                    asks.append(self._ask_one(upstream, remote, key))
+        if asks:
+            await asyncio.gather(*asks)
+
+    async def _ask_one(self, upstream: Upstream, remote: str, key: str) -> None:
+        timeout = min(5.0, self.config.router.health_interval)
+        try:
+            accepted = await upstream.engine.accepts(remote, self._headers(upstream), timeout=timeout)
+        except DeskmlError as exc:
+            log.info("could not ask upstream %s about '%s': %s", upstream.name, remote, exc.message)
+            return  # unknown, not refused: ask again next time
+        if len(upstream.probed) >= _PROBED_LIMIT:
+            upstream.probed = {}
+        upstream.probed[key] = accepted
 
     def status(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = [{"name": LOCAL, "kind": "local", "in_flight": self.local_in_flight}]
@@ -198,8 +263,8 @@ class Router:
         return items
 
     # planning --------------------------------------------------------------------------------
-    def plan(self, task: Task, request: Request) -> list[Target]:
-        """The backends to try, in order. Raises ModelNotFound, or LoopDetected when only loops remain."""
+    def candidates(self, task: Task, request: Request) -> list[str]:
+        """The model names to try, in order: a matching rule's (or the requested one), then fallbacks."""
         tasks, chars = task_types(task, request), prompt_chars(request)
         candidates = [request.model]
         for rule in self.config.rules:
@@ -209,6 +274,16 @@ class Router:
                 break
         for name in list(candidates):
             candidates.extend(self.config.fallbacks_for(name))
+        return candidates
+
+    async def targets(self, task: Task, request: Request) -> list[Target]:
+        """plan(), after asking deskml upstreams about names their lists do not show."""
+        await self._ask(self.candidates(task, request))
+        return self.plan(task, request)
+
+    def plan(self, task: Task, request: Request) -> list[Target]:
+        """The backends to try, in order. Raises ModelNotFound, or LoopDetected when only loops remain."""
+        candidates = self.candidates(task, request)
         via = current_via()
         targets: list[Target] = []
         looped: list[str] = []
@@ -217,15 +292,14 @@ class Router:
             group: list[Target] = []
             if self.has_local(name, task):
                 group.append(Target(LOCAL, name, name))
-            key = model_key(name)
             for upstream in self.upstreams.values():
-                entry = upstream.models.get(key)
-                if entry is None:
+                offer = self._offer(upstream, name)
+                if offer is None:
                     continue
                 if upstream.config.kind == "deskml" and self._would_loop(upstream, via):
                     looped.append(upstream.name)
                     continue
-                group.append(Target(upstream.name, entry[1].name, entry[0]))
+                group.append(Target(upstream.name, *offer))
             for target in self._order(group):
                 if (target.backend, target.model) not in seen:
                     seen.add((target.backend, target.model))
@@ -264,101 +338,104 @@ class Router:
         self, task: Literal["chat", "generate"], request: ChatRequest | GenerateRequest,
         local: Callable[[Any], AsyncIterator[Event]],
     ) -> AsyncIterator[Event]:
-        targets = self.plan(task, request)
-        if len(targets) == 1 and targets[0].backend == LOCAL and targets[0].model == request.model:
-            return local(request)  # nothing to route: the local path exactly as without a router
-        return self._stream(task, request, targets, local)
+        return self._stream(task, request, local)
 
     async def _stream(
-        self, task: Literal["chat", "generate"], request: ChatRequest | GenerateRequest, targets: list[Target],
+        self, task: Literal["chat", "generate"], request: ChatRequest | GenerateRequest,
         local: Callable[[Any], AsyncIterator[Event]],
     ) -> AsyncIterator[Event]:
+        whole = reply_is_whole()  # read before anything runs: it is the consumer's context
+        targets = await self.targets(task, request)
+        if _only_local(targets, request):
+            events = local(request)  # nothing to route: the local path exactly as without a router
+        else:
+            def attempt(target: Target, upstream: Upstream | None) -> AsyncIterator[Event]:
+                if upstream is None:
+                    return local(request if target.model == request.model else request.model_copy(
+                        update={"model": target.model}))
+                return upstream.engine.stream(task, target.model, request, self._headers(upstream))
+
+            events = self._failover(request.model, targets, attempt, whole=whole)
+        async with aclosing(events) as items:
+            async for event in items:
+                yield event
+
+    async def embed(
+        self, request: EmbedRequest, local: Callable[[EmbedRequest], Awaitable[EmbedResult]]
+    ) -> EmbedResult:
+        targets = await self.targets("embed", request)
+        if _only_local(targets, request):
+            return await local(request)
+
+        async def attempt(target: Target, upstream: Upstream | None) -> AsyncIterator[EmbedResult]:
+            if upstream is None:
+                yield await local(request.model_copy(update={"model": target.model}))
+            else:
+                yield await upstream.engine.embed(target.model, request, self._headers(upstream))
+
+        async with aclosing(self._failover(request.model, targets, attempt, whole=True)) as results:
+            async for result in results:
+                return result
+        raise _exhausted(request.model, [])  # a backend ended without a result: not one of ours
+
+    async def _failover(
+        self, model: str, targets: list[Target], attempt: Callable[[Target, Upstream | None], AsyncIterator[T]],
+        *, whole: bool,
+    ) -> AsyncIterator[T]:
+        """Try `targets` in order until one answers. The cut-off is the client's first byte: a stream's
+        first event goes out at once, so a failure before it moves on to the next backend; a whole reply
+        (`whole`: the client gets nothing until it is complete) is held here until complete, so a failure
+        anywhere in it moves on. After the cut-off a failure reaches the client (an error event)."""
         failures: list[str] = []
         for target in targets:
             upstream = self.upstreams.get(target.backend)
             if upstream is not None and not upstream.breaker.allow():
                 failures.append(f"{target.backend}: circuit open ({upstream.error or 'recent failures'})")
                 continue
-            if upstream is None:
-                events = local(request if target.model == request.model else request.model_copy(
-                    update={"model": target.model}))
-            else:
-                events = upstream.engine.stream(task, target.model, request, self._headers(upstream))
+            items = attempt(target, upstream)
             started = time.perf_counter()
+            first_at: float | None = None
+            held: list[T] = []
             self._begin(target)
             try:
-                first = await anext(events)
-            except StopAsyncIteration:
-                self._end(target, "ok")
-                return
+                async for item in items:
+                    first_at = first_at or time.perf_counter()
+                    held.append(item)
+                    if not whole:
+                        break  # a stream is committed with its first event
             except DeskmlError as exc:
-                await _close(events)
-                if not _retryable(exc, target):
-                    self._end(target, "failed_before_reply", verdict=None)
+                await _close(items)
+                retry = _retryable(exc, target)
+                self._end(target, "failed_mid_reply" if held else "failed_before_reply",
+                          verdict=False if retry else None)
+                if not retry:
                     raise
-                self._end(target, "failed_before_reply", verdict=False)
                 failures.append(f"{target.backend}: {exc.message}")
-                log.warning("backend %s failed before replying to %s; trying the next: %s",
+                log.warning("backend %s failed before the client had a byte of %s; trying the next: %s",
                             target.backend, target.name, exc.message)
                 continue
             except BaseException:
-                await _close(events)
+                await _close(items)
                 self._end(target, "cancelled", verdict=None)
                 raise
-            self.metrics.first_event(target.backend, time.perf_counter() - started)
-            self._note_backend(target, started)
+            self.metrics.first_event(target.backend, (first_at or time.perf_counter()) - started)
+            self._note_backend(target, (first_at or time.perf_counter()) - started)
             outcome, verdict = "cancelled", None
             try:
-                yield self._shown(first, target)
-                async for event in events:
-                    yield self._shown(event, target)
+                for item in held:
+                    yield self._shown(item, target)
+                if not whole:
+                    async for item in items:
+                        yield self._shown(item, target)
                 outcome, verdict = "ok", True
             except DeskmlError:
                 outcome, verdict = "failed_mid_reply", False
                 raise
             finally:
-                await _close(events)
+                await _close(items)
                 self._end(target, outcome, verdict=verdict)
             return
-        raise _exhausted(request.model, failures)
-
-    async def embed(
-        self, request: EmbedRequest, local: Callable[[EmbedRequest], Awaitable[EmbedResult]]
-    ) -> EmbedResult:
-        targets = self.plan("embed", request)
-        if len(targets) == 1 and targets[0].backend == LOCAL and targets[0].model == request.model:
-            return await local(request)
-        failures: list[str] = []
-        for target in targets:
-            upstream = self.upstreams.get(target.backend)
-            if upstream is not None and not upstream.breaker.allow():
-                failures.append(f"{target.backend}: circuit open ({upstream.error or 'recent failures'})")
-                continue
-            started = time.perf_counter()
-            self._begin(target)
-            try:
-                if upstream is None:
-                    result = await local(request.model_copy(update={"model": target.model}))
-                else:
-                    result = await upstream.engine.embed(target.model, request, self._headers(upstream))
-            except DeskmlError as exc:
-                retry = _retryable(exc, target)
-                self._end(target, "failed_before_reply", verdict=False if retry else None)
-                if not retry:
-                    raise
-                failures.append(f"{target.backend}: {exc.message}")
-                continue
-            except BaseException:
-                self._end(target, "cancelled", verdict=None)
-                raise
-            self.metrics.first_event(target.backend, time.perf_counter() - started)
-            self._end(target, "ok", verdict=True)
-            self._note_backend(target, started)
-            record = current_record()
-            if record is not None and upstream is not None:
-                record.prompt_tokens += result.prompt_tokens
-            return result.model_copy(update={"model": target.name})
-        raise _exhausted(request.model, failures)
+        raise _exhausted(model, failures)
 
     # bookkeeping -----------------------------------------------------------------------------
     def _headers(self, upstream: Upstream) -> dict[str, str] | None:
@@ -390,17 +467,22 @@ class Router:
         else:
             upstream.breaker.release()
 
-    def _note_backend(self, target: Target, started: float) -> None:
+    def _note_backend(self, target: Target, first_event_s: float) -> None:
         record = current_record()
         if record is None or target.backend == LOCAL:
             return  # the local path notes model, backend and timings itself
         record.model = target.name
         record.backend = f"upstream:{target.backend}"
         if record.ttft_ns is None:
-            record.ttft_ns = int((time.perf_counter() - started) * 1e9)
+            record.ttft_ns = int(first_event_s * 1e9)
 
     @staticmethod
-    def _shown(event: Event, target: Target) -> Event:
+    def _shown(event: T, target: Target) -> T:
+        if isinstance(event, EmbedResult):
+            record = current_record()
+            if record is not None and target.backend != LOCAL:
+                record.prompt_tokens += event.prompt_tokens
+            return event.model_copy(update={"model": target.name})  # type: ignore[return-value]
         if isinstance(event, Done):
             if target.backend != LOCAL:
                 record = current_record()
@@ -410,8 +492,12 @@ class Router:
                     record.completion_tokens += t.eval_count
                     record.prompt_eval_ns += t.prompt_eval_ns
                     record.eval_ns += t.eval_ns
-            return event.model_copy(update={"model": target.name})
+            return event.model_copy(update={"model": target.name})  # type: ignore[return-value]
         return event
+
+
+def _only_local(targets: list[Target], request: Request) -> bool:
+    return len(targets) == 1 and targets[0].backend == LOCAL and targets[0].model == request.model
 
 
 def _retryable(exc: DeskmlError, target: Target) -> bool:

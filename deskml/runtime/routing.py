@@ -6,6 +6,7 @@ import secrets
 import socket
 from typing import Any
 
+from deskml.core.errors import BadRequest
 from deskml.runtime.router import Router
 from deskml.runtime.upstreams import load_config
 from deskml.settings import Settings
@@ -21,11 +22,15 @@ async def start_router(state: Any, settings: Settings) -> None:
     Raises BadRequest when the file is unreadable or invalid: the message names the file and the problem."""
     state.router = None
     if settings.upstreams_file is None:
+        if settings.forward_only:
+            raise BadRequest("DESKML_FORWARD_ONLY is set but DESKML_UPSTREAMS_FILE is not: a node that only "
+                             "forwards needs upstreams to forward to (docs/routing.md)")
         return
     config = load_config(settings.upstreams_file)
     metrics = getattr(state, "metrics", None)
     router = Router(config, state.node_id, state.inference.serves_locally,
-                    registry=metrics.registry if metrics is not None else None)
+                    registry=metrics.registry if metrics is not None else None,
+                    canonical=state.inference.canonical_name)
     await router.start()
     state.router = router
     state.inference.router = router
@@ -41,8 +46,9 @@ def router_summary(state: Any) -> list[str]:
     router: Router | None = getattr(state, "router", None)
     if router is None:
         return []
+    only = ", forward only (no local models)" if state.settings.forward_only else ""
     lines = [f"  routing: node {router.node_id}, {len(router.upstreams)} upstream(s), "
-             f"{len(router.config.rules)} rule(s), strategy {router.config.router.strategy}"]
+             f"{len(router.config.rules)} rule(s), strategy {router.config.router.strategy}{only}"]
     for item in router.status()[1:]:
         if item["up"]:
             lines.append(f"    {item['name']} ({item['kind']} {item['url']}): ok, {len(item['models'])} model(s)")

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from deskml.api.openai import schemas as wire
 from deskml.api.openai import translate as tr
+from deskml.api.streaming import collect
 from deskml.core import types as core
 from deskml.core.errors import BadRequest
 from deskml.runtime.inference import InferenceService
@@ -34,7 +35,7 @@ async def chat_line(inference: InferenceService, body: dict[str, Any], priority:
     digest = entry.digest.split(":", 1)[-1]
     meta = tr.ReplyMeta(id=tr.new_id("chatcmpl"), created=int(time.time()), model=entry.name,
                         fingerprint=f"fp_{digest[:10]}" if digest else None)
-    events = [event async for event in inference.chat(chat, priority=priority)]
+    events = await collect(inference.chat(chat, priority=priority))
     return tr.chat_completion(meta, core.collect(events), chat)
 
 

@@ -37,10 +37,10 @@ def _json(body: dict[str, Any], status: int = 200) -> Response:
 
 
 def _upstream_only(request: Request, model: str) -> bool:
-    """Whether only an upstream offers `model` (DESKML_UPSTREAMS_FILE): it has no local registry entry."""
+    """Whether a routing node answers `model` from elsewhere (DESKML_UPSTREAMS_FILE): this node does not serve
+    it (the router says 404 itself when no upstream does; an upstream may accept names it does not list)."""
     inference = _inference(request)
-    router = inference.router
-    return router is not None and router.knows(model) and not inference.serves_locally(model, "chat")
+    return inference.router is not None and not inference.serves_locally(model, "chat")
 
 
 def _reply_meta(request: Request, prefix: str, model: str) -> tr.ReplyMeta:
@@ -189,7 +189,8 @@ async def list_models(request: Request) -> Response:
 
 @router.get("/models/{model_id:path}")
 async def get_model(model_id: str, request: Request) -> Response:
-    if _upstream_only(request, model_id):
+    router = _inference(request).router
+    if _upstream_only(request, model_id) and router is not None and router.knows(model_id):
         return _json(tr.model_object(model_id, int(time.time())))
     try:
         entry = _registry(request).get(model_id)

@@ -37,6 +37,8 @@ async def train_image_classifier(ctx: JobContext) -> dict[str, Any]:
     backbone = params.get("backbone", "efficientnet-lite0")
     total = len(pictures) + 1
     rows: list[np.ndarray] = []
+    # The first chunk loads the backbone (seconds): say so rather than still "reading the dataset".
+    await ctx.progress(0, total, f"loading the backbone model {backbone}", force=True)
     for start in range(0, len(pictures), FEATURE_CHUNK):
         chunk = pictures[start : start + FEATURE_CHUNK]
         try:

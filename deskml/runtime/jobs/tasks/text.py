@@ -29,6 +29,8 @@ async def train_text_classifier(ctx: JobContext) -> dict[str, Any]:
     total = len(dataset.texts) + 1  # every embedded text, then the fit
     embedding = params.get("embedding", "all-minilm")
     vectors: list[list[float]] = []
+    # The first chunk loads the embedding model (seconds): say so rather than still "reading the dataset".
+    await ctx.progress(0, total, f"loading the embedding model {embedding}", force=True)
     for start in range(0, len(dataset.texts), EMBED_CHUNK):
         chunk = dataset.texts[start : start + EMBED_CHUNK]
         result = await ctx.runtime.service_tasks.embed(EmbedRequest(model=embedding, inputs=chunk))
