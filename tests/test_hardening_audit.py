@@ -258,3 +258,15 @@ def test_looser_existing_modes_are_warned_about_at_start_up_and_by_doctor(
     assert f"chmod 700 {data}" in warned[0] and f"chmod 600 {data / 'deskml.db'}" in warned[0]
     assert checks["files"]["status"] == "warn" and checks["files"]["fix"].startswith(f"chmod 700 {data}")
     assert _mode(data / "deskml.db") == 0o644  # an operator's choice is reported, not overridden
+
+
+def test_a_cli_command_before_the_first_serve_creates_the_data_dir_private(tmp_path: Path) -> None:
+    from deskml.runtime.store import ModelStore
+
+    old = os.umask(0o022)
+    try:
+        data = tmp_path / "fresh-cli" / "deskml"
+        ModelStore(data / "models")  # what `deskml pull` / `deskml list` build first
+        assert _mode(data) == 0o700 and _mode(data / "models") == 0o700
+    finally:
+        os.umask(old)

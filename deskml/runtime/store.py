@@ -135,6 +135,9 @@ class ModelStore:
         self.manifests = root / "manifests"
         self.reserve_bytes = reserve_bytes  # what a write into the store must leave free
         self.blob_grace_s = blob_grace_s  # how long an unused blob is kept (by mtime)
+        from deskml.services.fileperms import private_dir
+
+        private_dir(root)  # a CLI command run before the first `serve` creates the data dir here
         self.blobs.mkdir(parents=True, exist_ok=True)
         self.manifests.mkdir(parents=True, exist_ok=True)
 

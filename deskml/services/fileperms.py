@@ -20,10 +20,15 @@ SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
 
 def private_dir(path: Path) -> Path:
-    """Create `path` (and missing parents) with the leaf 0700; an existing directory is left as it is."""
+    """Create `path` and each missing parent 0700; existing directories are left as they are.
+
+    Missing parents are private too: `deskml pull` before the first `serve` creates the data dir as
+    the parent of its models folder.
+    """
     path = path.expanduser()
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.parent.exists():
+            private_dir(path.parent)
         try:
             path.mkdir(mode=DIR_MODE)
         except FileExistsError:
