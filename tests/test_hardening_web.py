@@ -344,3 +344,14 @@ def test_files_on_the_servers_disk_tell_a_non_admin_nothing(
     response = client.post("/api/create", json={"model": "probe", "from": str(existing), "stream": False},
                            headers=admin)
     assert response.status_code == 400 and "not a GGUF" in response.json()["error"]
+
+
+def test_compose_lets_the_other_containers_reach_deskml_by_its_service_name(tmp_path: Path) -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parent.parent
+    env = yaml.safe_load((root / "compose.yaml").read_text())["services"]["deskml"]["environment"]
+    target = yaml.safe_load((root / "deploy" / "prometheus.yml").read_text())["scrape_configs"][0]
+    host, _port = split_host(target["static_configs"][0]["targets"][0])
+    settings = make_settings(tmp_path, host="0.0.0.0", allowed_hosts=env["DESKML_ALLOWED_HOSTS"])
+    assert HostPolicy(settings, machine_names=set()).allows(host)
