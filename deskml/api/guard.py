@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deskml.api.errors import dialect_for_path, error_body
 from deskml.core.context import current_record
+from deskml.services.discovery import mdns_host_name
 from deskml.services.netinfo import is_loopback
 from deskml.settings import Settings
 
@@ -60,7 +61,7 @@ def _loopback_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 def own_names() -> set[str]:
     """This machine's host names, as a LAN client may type them (plain, FQDN, mDNS `.local`)."""
-    names: set[str] = set()
+    names: set[str] = {mdns_host_name().lower()}
     for name in (socket.gethostname(), socket.getfqdn()):
         name = name.strip().lower().rstrip(".")
         if name:
