@@ -16,7 +16,7 @@ import socket
 
 import httpx
 
-from deskml.core.errors import Forbidden, UpstreamError
+from deskml.core.errors import BadRequest, Forbidden, UpstreamError
 
 _PROXY_VARS = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
 
@@ -41,7 +41,7 @@ async def check_public_host(host: str) -> None:
     """Raise Forbidden unless every address `host` resolves to is public."""
     name = host.strip("[]")
     if not name:
-        raise Forbidden("the URL has no host")
+        raise BadRequest("the URL has no host")
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
     except OSError as exc:
