@@ -16,6 +16,7 @@ from deskml.api.backend.jobs import router as jobs_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
 from deskml.api.errors import install_handlers
+from deskml.api.guard import LOCAL_ORIGIN_REGEX, ClientAddress, HostOriginGuard
 from deskml.api.hops import NodeHops
 from deskml.api.hub.router import router as hub_router
 from deskml.api.methods import MethodsMiddleware
@@ -54,9 +55,6 @@ from deskml.services.ratelimit import RateLimit
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml")
-
-# Browsers on this machine and app shells (Tauri, Capacitor, Electron's app://, file://).
-_LOCAL_ORIGIN_REGEX = r"^(https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?|app://.*|file://.*|tauri://.*|capacitor://.*)$"
 
 
 def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
@@ -120,7 +118,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.origins,
-        allow_origin_regex=_LOCAL_ORIGIN_REGEX,
+        allow_origin_regex=LOCAL_ORIGIN_REGEX,
         allow_methods=["*"],
         allow_headers=["*"],
         expose_headers=["Retry-After", "X-Request-Id", "X-Deskml-Cache", "X-RateLimit-Limit",
@@ -129,7 +127,11 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.add_middleware(JsonBodyDefault)
     app.add_middleware(BodySizeLimit, limit=int(settings.max_upload_mb * (1 << 20)),
                        blob_limit=int(settings.max_blob_mb * (1 << 20)))
-    app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
+    # Before routing and auth, after the record opens: a refused Host or Origin is still in the history.
+    app.add_middleware(HostOriginGuard, settings=settings)
+    app.add_middleware(Observe)  # every request gets a record, an id and its final status
+    # Outermost: the record, rate limits and logs see the client a trusted proxy names, or the peer.
+    app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)
     install_handlers(app)
     install_openapi(app)
     app.include_router(ollama_router)

@@ -113,6 +113,9 @@ def run_server(settings: Settings) -> int:
         # uvicorn's own cut-off is a backstop: the drain ends streams at shutdown_grace.
         timeout_graceful_shutdown=int(settings.shutdown_grace) + 10, access_log=False, lifespan="on",
         log_config=None,  # keep deskml's handlers (JSON or text) for uvicorn's messages too
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1 (or $FORWARDED_ALLOW_IPS); the app's
+        # ClientAddress middleware believes it only from DESKML_TRUSTED_PROXIES.
+        proxy_headers=False,
         ssl_certfile=str(settings.tls_cert.expanduser()) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key.expanduser()) if settings.tls_key else None,
     )

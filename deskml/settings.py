@@ -5,12 +5,14 @@ Settings are read when an app is built (`Settings()` in the CLI or a test), neve
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from deskml.core.durations import parse_keep_alive
 
@@ -77,7 +79,18 @@ class Settings(BaseSettings):
         "Set false for clients that omit it yet expect one JSON object.",
     )
     origins: list[str] = Field(
-        default_factory=list, description="Extra CORS origins allowed besides localhost and app schemes."
+        default_factory=list, description="Extra browser origins (CORS, and the Origin check on every request) "
+        "allowed besides loopback pages, app shells and the server's own origin; 'null' (file:// pages, "
+        "sandboxed frames) only when listed. See docs/auth.md."
+    )
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Extra names the Host header may carry (comma-separated or JSON; "
+        "'*.example.lan' for subdomains), besides loopback, the bound address and, on a network bind, this "
+        "machine's names and any IP address. Other Hosts get 403 (DNS-rebinding guard)."
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Reverse proxies (IPs or CIDRs, comma-separated or JSON) whose "
+        "X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed; from anyone else they are ignored."
     )
     max_upload_mb: float = Field(
         100, description="Largest request body (uploads included) in MB; larger ones get 413 before being read."
@@ -153,6 +166,10 @@ class Settings(BaseSettings):
     catalog_file: Path | None = Field(
         None, description="Extra model catalog (JSON, same format as the shipped one) whose entries add to or "
         "override the shipped catalog."
+    )
+    pull_private_urls: bool = Field(
+        False, description="Let callers without the admin scope pull URLs whose host resolves to a loopback, "
+        "link-local or private address (admins always may)."
     )
     disk_reserve_mb: int = Field(
         1024, ge=0, description="Disk space (MB) a pull, blob upload or model copy must leave free; one that would "
@@ -275,6 +292,26 @@ class Settings(BaseSettings):
         if seconds <= 0:
             raise ValueError("token lifetimes must be positive")
         return seconds
+
+    @field_validator("allowed_hosts", "trusted_proxies", mode="before")
+    @classmethod
+    def _name_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"'{item}' is not an IP address or CIDR") from None
+        return value
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -43,6 +43,8 @@ def make_settings(data_dir: Path, **overrides: object) -> Settings:
     values: dict[str, object] = {
         "data_dir": data_dir, "num_ctx": 2048, "num_parallel": 2, "keep_alive": 300, "max_queue": 16,
         "mdns": "off",  # an app bound to 0.0.0.0 in a test must not advertise on the real network
+        # Starlette's TestClient sends "Host: testserver"; a real server never allows it by default.
+        "allowed_hosts": ["testserver"],
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]

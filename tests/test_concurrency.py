@@ -66,7 +66,7 @@ def test_queue_overflow_is_503_with_retry_after(tmp_path: Path) -> None:
         app = create_app(settings)
         transport = httpx.ASGITransport(app=app)
         async with app.router.lifespan_context(app), httpx.AsyncClient(
-                transport=transport, base_url="http://t", timeout=120) as client:
+                transport=transport, base_url="http://testserver", timeout=120) as client:
             # long enough that the first is still decoding when the third arrives; no response cache,
             # so the third cannot be answered from the first one's reply
             body = {"model": MODEL, "prompt": "Count from one to fifty.", "stream": False,

@@ -244,10 +244,12 @@ def test_cors_preflight_allows_local_origins_and_stainless_headers(cors_client: 
 @pytest.mark.parametrize("origin", ["https://evil.example.com", "http://localhost.evil.com", "null",
                                     "http://127.0.0.1.nip.io"])
 def test_cors_rejects_other_origins(cors_client: TestClient, origin: str) -> None:
+    # Refused outright (issue 13), not merely left without CORS headers: a simple request is never served.
     r = preflight(cors_client, origin)
-    assert r.status_code == 400 and "access-control-allow-origin" not in r.headers
+    assert r.status_code == 403 and "access-control-allow-origin" not in r.headers
     simple = cors_client.get("/v1/models", headers={"Origin": origin})
-    assert simple.status_code == 200 and "access-control-allow-origin" not in simple.headers
+    assert simple.status_code == 403 and "access-control-allow-origin" not in simple.headers
+    assert simple.json()["error"]["type"] == "permission_error"
 
 
 def test_cors_simple_request_carries_headers(cors_client: TestClient, tmp_path: Path) -> None:

@@ -6,24 +6,35 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-_JSON_LIKE = {b"", b"application/x-www-form-urlencoded", b"text/plain"}
+# Raw bodies: a blob upload is the file itself, whatever type the client gave it.
+_RAW_PREFIXES = ("/api/blobs/",)
+
+
+def _keeps_type(content_type: bytes) -> bool:
+    """multipart forms, and types that already say JSON (application/json, application/*+json)."""
+    media = content_type.split(b";")[0].strip().lower()
+    main, _, sub = media.partition(b"/")
+    return main == b"multipart" or (main == b"application" and (sub == b"json" or sub.endswith(b"+json")))
 
 
 class JsonBodyDefault:
-    """Treat request bodies as JSON unless they say they are multipart or JSON already.
+    """Read every request body as JSON unless it is multipart (or a raw blob upload).
 
-    Ollama reads the body as JSON whatever the Content-Type, and `curl -d '{...}'` (the seed's own
-    examples) sends `application/x-www-form-urlencoded`; without this such a request would fail.
+    Ollama parses any body as JSON whatever its Content-Type: `curl -d '{...}'` sends
+    `application/x-www-form-urlencoded`, litellm's async Ollama routes send `application/octet-stream`
+    or `application/x-ndjson`. Accepting "simple" content types is safe only because the Origin check
+    (deskml/api/guard.py) refuses cross-site pages before this runs.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope.get("method") in {"POST", "PUT", "PATCH", "DELETE"}:
+        if (scope["type"] == "http" and scope.get("method") in {"POST", "PUT", "PATCH", "DELETE"}
+                and not scope.get("path", "").startswith(_RAW_PREFIXES)):
             headers = list(scope.get("headers") or [])
             current = next((v for k, v in headers if k == b"content-type"), b"")
-            if current.split(b";")[0].strip().lower() in _JSON_LIKE:
+            if not _keeps_type(current):
                 headers = [(k, v) for k, v in headers if k != b"content-type"]
                 headers.append((b"content-type", b"application/json"))
                 scope = {**scope, "headers": headers}

@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deskml.core.errors import BadRequest, NotImplementedFeature
+from deskml.core.errors import BadRequest, Forbidden, NotImplementedFeature
 from deskml.runtime import names
 from deskml.runtime.gguf import is_gguf
+from deskml.runtime.hub.resolver import looks_like_path
 from deskml.runtime.modelfile import coerce_parameter
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.store import Manifest, ModelFile
@@ -29,8 +30,12 @@ class CreateSpec:
     quantize: str | None = None
 
 
-def create(registry: Registry, spec: CreateSpec) -> tuple[ModelEntry, list[str]]:
-    """Build and save the manifest; returns the entry and the progress statuses Ollama reports."""
+def create(registry: Registry, spec: CreateSpec, *, local_files: bool = True) -> tuple[ModelEntry, list[str]]:
+    """Build and save the manifest; returns the entry and the progress statuses Ollama reports.
+
+    `local_files=False` (a caller without the admin scope): FROM a file path is refused with one answer
+    whether or not the file exists, before the disk is touched.
+    """
     name = names.normalize(spec.name)
     if spec.quantize:
         raise NotImplementedFeature("quantize is not supported: create from an already quantized GGUF")
@@ -51,8 +56,11 @@ def create(registry: Registry, spec: CreateSpec) -> tuple[ModelEntry, list[str]]
         statuses.append("parsing GGUF")
     elif spec.from_:
         source = spec.from_
+        if not local_files and looks_like_path(source):
+            raise Forbidden("creating a model from a file on the server's disk needs the admin scope; "
+                            "upload it with POST /api/blobs/<digest> and pass 'files' instead")
         candidate = Path(source).expanduser()
-        if ("/" in source or source.endswith(".gguf")) and candidate.is_file():
+        if local_files and ("/" in source or source.endswith(".gguf")) and candidate.is_file():
             if not is_gguf(candidate):
                 raise BadRequest(f"{source} is not a GGUF file")
             statuses.append("copying file")

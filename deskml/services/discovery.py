@@ -70,7 +70,7 @@ class Advertiser:
             SERVICE_TYPE, f"{label}.{SERVICE_TYPE}", port=self.settings.port,
             addresses=[socket.inet_pton(socket.AF_INET6 if ":" in a else socket.AF_INET, a) for a in addresses],
             properties=txt_record(self.settings, self.node_id, self.auth_required),
-            server=f"{_label(socket.gethostname())}.local.",
+            server=mdns_host_name() + ".",
         )
         interfaces: Any = addresses if len(addresses) == 1 and addresses[0] != "0.0.0.0" else None
         self._zc = AsyncZeroconf(ip_version=IPVersion.V4Only, **({"interfaces": interfaces} if interfaces else {}))
@@ -147,6 +147,11 @@ async def stop_discovery(state: Any) -> None:
     advertiser: Advertiser | None = getattr(state, "advertiser", None)
     if advertiser is not None:
         await advertiser.close()
+
+
+def mdns_host_name() -> str:
+    """The `.local` name this machine is advertised under (also a Host the server accepts)."""
+    return f"{_label(socket.gethostname())}.local"
 
 
 def _label(text: str) -> str:

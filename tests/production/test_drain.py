@@ -42,7 +42,7 @@ def test_drain_ends_running_streams_with_an_error_line(tmp_path: Path) -> None:
         async with app.router.lifespan_context(app):
             app.state.record_sinks.append(sinks.append)
             transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t", timeout=60) as client:
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
                 endless = {"model": MODEL, "prompt": "Tell a long story.", "options": {"num_predict": 100000}}
                 stream = asyncio.create_task(client.post("/api/generate", json=endless))
                 collected = asyncio.create_task(client.post("/api/generate", json={**endless, "stream": False}))

@@ -43,10 +43,10 @@ def create_spec(body: wire.CreateRequest) -> CreateSpec:
     return spec
 
 
-async def create_model(registry: Registry, body: wire.CreateRequest) -> list[str]:
+async def create_model(registry: Registry, body: wire.CreateRequest, *, local_files: bool = True) -> list[str]:
     spec = create_spec(body)
     # Hashing or copying a multi-GB GGUF must not block the event loop.
-    _entry, statuses = await asyncio.to_thread(create, registry, spec)
+    _entry, statuses = await asyncio.to_thread(create, registry, spec, local_files=local_files)
     return statuses
 
 

@@ -16,6 +16,7 @@ from deskml.api.ollama.models import create_model, show_model, show_routed, show
 from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_response, until_disconnected
 from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
+from deskml.core.principal import SCOPE_ADMIN, principal_of
 from deskml.runtime import names
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.registry import Registry
@@ -269,7 +270,9 @@ async def delete(body: wire.ModelRequest, request: Request) -> Response:
 @router.post("/api/create")
 async def create(body: wire.CreateRequest, request: Request) -> Response:
     stream = _wants_stream(request, body.stream)
-    statuses = await create_model(_registry(request), body)
+    # Only an admin may name a file on the server's disk (FROM /path): see docs/auth.md.
+    statuses = await create_model(_registry(request), body,
+                                  local_files=principal_of(request.state).allows(SCOPE_ADMIN))
     if not stream:
         return _json({"status": "success"})
 
@@ -312,7 +315,9 @@ async def pull(body: wire.ModelRequest, request: Request) -> Response:
     name = body.target()
     if not name:
         raise BadRequest("model is required", param="model")
-    job = await request.app.state.hub.start(name)
+    admin = principal_of(request.state).allows(SCOPE_ADMIN)
+    job = await request.app.state.hub.start(
+        name, trusted=admin, private_urls=admin or request.app.state.settings.pull_private_urls)
     events = job.events()
     if not _wants_stream(request, body.stream):
         await until_disconnected(request, collect(events))

