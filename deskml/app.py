@@ -15,7 +15,7 @@ from deskml.api.admin.router import router as admin_router
 from deskml.api.backend.jobs import router as jobs_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
-from deskml.api.errors import install_handlers
+from deskml.api.errors import ContainErrors, install_handlers
 from deskml.api.hops import NodeHops
 from deskml.api.hub.router import router as hub_router
 from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
@@ -121,6 +121,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     )
     app.add_middleware(JsonBodyDefault)
     app.add_middleware(BodySizeLimit, limit=int(settings.max_upload_mb * (1 << 20)))
+    app.add_middleware(ContainErrors)  # an unhandled error is a whole 500; the connection stays usable
     app.add_middleware(Observe)  # outermost: every request gets a record, an id and its final status
     install_handlers(app)
     app.include_router(ollama_router)

@@ -29,6 +29,7 @@ from deskml.core.types import (
     SamplingOptions,
     Timings,
 )
+from deskml.core.validate import check_sampling, check_unicode
 from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
 from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
@@ -68,10 +69,10 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
         if name == "num_ctx":
             try:
                 num_ctx = int(value)
-            except (TypeError, ValueError):
-                raise BadRequest(f"option num_ctx must be an integer, not {value!r}") from None
+            except (TypeError, ValueError, OverflowError):  # OverflowError: infinity
+                raise BadRequest(f"option num_ctx must be an integer, not {value!r}", param="options.num_ctx") from None
             if num_ctx <= 0:
-                raise BadRequest("option num_ctx must be positive")
+                raise BadRequest("option num_ctx must be positive", param="options.num_ctx")
         elif name in _SAMPLING_FIELDS:
             sampling[name] = value
         else:
@@ -81,9 +82,11 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
     if isinstance(sampling.get("stop"), str):
         sampling["stop"] = [sampling["stop"]]
     try:
-        return SamplingOptions(**sampling), num_ctx, ignored
+        result = SamplingOptions(**sampling)
     except ValueError as exc:
-        raise BadRequest(f"invalid options: {exc}") from None
+        raise BadRequest(f"invalid options: {exc}", param="options") from None
+    check_sampling(result, {field: f"options.{field}" for field in _SAMPLING_FIELDS})
+    return result, num_ctx, ignored
 
 
 class InferenceService:
@@ -102,6 +105,7 @@ class InferenceService:
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        check_unicode(request)  # every caller (dialects, batches, the web UI): no engine sees a lone surrogate
         def local(req: ChatRequest) -> AsyncIterator[Event]:
             return self._admit("chat", req, lambda: self._chat_fresh(req, priority))
 
@@ -139,8 +143,8 @@ class InferenceService:
                     async for event in events:
                         yield event
                 return
-            except ContextOverflow:
-                if not request.truncate or not _drop_oldest(messages):
+            except ContextOverflow as overflow:
+                if not request.truncate or not _drop_to_fit(messages, overflow):
                     raise
 
     async def _fim_tokens(self, entry: ModelEntry) -> tuple[str, str, str] | None:
@@ -164,6 +168,7 @@ class InferenceService:
             return None
 
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        check_unicode(request)
         def local(req: GenerateRequest) -> AsyncIterator[Event]:
             return self._admit("generate", req, lambda: self._generate_fresh(req, priority))
 
@@ -203,11 +208,11 @@ class InferenceService:
                     async for event in events:
                         yield event
                 return
-            except ContextOverflow:
+            except ContextOverflow as overflow:
                 # Keep the end of the prompt (the question), as Ollama does when it truncates.
                 if not request.truncate or len(prompt_text) < 64 or fim_tokens is not None:
                     raise
-                prompt_text = prompt_text[len(prompt_text) // 4 :]
+                prompt_text = prompt_text[_chars_to_cut(prompt_text, overflow) :]
                 if endpoint == "chat":
                     body["messages"][-1]["content"] = prompt_text
                 else:
@@ -242,6 +247,7 @@ class InferenceService:
         return self.router.models() if self.router is not None else []
 
     async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
+        check_unicode(request)
         if self.router is not None:
             return await self.router.embed(request, lambda req: self._embed_local(req, priority))
         return await self._embed_local(request, priority)
@@ -407,13 +413,53 @@ def _template_message(message: ChatMessage) -> dict[str, Any]:
     }
 
 
-def _drop_oldest(messages: list[ChatMessage]) -> bool:
-    """Drop the oldest non-system message except the last one; False when nothing can go."""
-    for index, message in enumerate(messages[:-1]):
-        if message.role != "system":
-            del messages[index]
-            return True
-    return False
+# Template tokens around each message (role markers, separators), in characters of text, for the estimate below.
+_MESSAGE_OVERHEAD_CHARS = 16
+
+
+def _reply_room(context: int) -> int:
+    """Tokens a truncated prompt leaves free for the reply."""
+    return max(16, context // 16)
+
+
+def _message_chars(message: ChatMessage) -> int:
+    return (len(message.content) + len(message.thinking or "") + _MESSAGE_OVERHEAD_CHARS
+            + sum(len(call.name) + len(call.arguments) for call in message.tool_calls))
+
+
+def _drop_to_fit(messages: list[ChatMessage], overflow: ContextOverflow) -> bool:
+    """Drop the oldest non-system messages (never the last) until the rest should fit; False when none can go.
+
+    The failed try told how many tokens the prompt is; each message's share is estimated from its
+    characters, so one cut does what dropping one message per try did with a full re-tokenisation each
+    (10,000 messages: minutes). A short estimate costs one more try, which measures again."""
+    droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
+    if not droppable:
+        return False
+    tokens, context = overflow.prompt_tokens, overflow.context
+    if not tokens or not context:  # no counts from the engine: one message at a time
+        del messages[droppable[0]]
+        return True
+    excess = tokens - context + _reply_room(context)
+    per_char = tokens / max(1, sum(_message_chars(m) for m in messages))
+    cut: set[int] = set()
+    removed = 0.0
+    for index in droppable:
+        if removed >= excess:
+            break
+        cut.add(index)
+        removed += _message_chars(messages[index]) * per_char
+    messages[:] = [m for i, m in enumerate(messages) if i not in cut]
+    return True
+
+
+def _chars_to_cut(prompt: str, overflow: ContextOverflow) -> int:
+    """How many leading characters of a too-long prompt to drop, from the engine's token count."""
+    tokens, context = overflow.prompt_tokens, overflow.context
+    if not tokens or not context:
+        return len(prompt) // 4
+    excess = tokens - context + _reply_room(context)
+    return min(len(prompt), max(16, int(excess * len(prompt) / tokens) + 1))
 
 
 def _renormalize(vector: list[float]) -> list[float]:

@@ -140,12 +140,7 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
 
 @router.post("/api/embed")
 async def embed(body: wire.EmbedRequest, request: Request) -> Response:
-    tr.log_extras(body)
-    _sampling, num_ctx = tr._options(body.options)
-    req = core.EmbedRequest(
-        model=body.model, inputs=tr.embed_inputs(body.input), truncate=body.truncate is not False,
-        dimensions=body.dimensions, keep_alive=tr.keep_alive(body.keep_alive), num_ctx=num_ctx,
-    )
+    req = tr.embed_request(body)
     result = await until_disconnected(request, _inference(request).embed(req))
     return _json({
         "model": result.model,
@@ -158,9 +153,7 @@ async def embed(body: wire.EmbedRequest, request: Request) -> Response:
 
 @router.post("/api/embeddings")
 async def embeddings(body: wire.EmbeddingsRequest, request: Request) -> Response:
-    tr.log_extras(body)
-    inputs = [body.prompt] if body.prompt else []
-    req = core.EmbedRequest(model=body.model, inputs=inputs, keep_alive=tr.keep_alive(body.keep_alive))
+    req = tr.embeddings_request(body)
     result = await until_disconnected(request, _inference(request).embed(req))
     return _json({"embedding": result.embeddings[0] if result.embeddings else []})
 
