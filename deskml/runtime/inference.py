@@ -29,7 +29,7 @@ from deskml.core.types import (
     SamplingOptions,
     Timings,
 )
-from deskml.core.validate import check_sampling, check_unicode
+from deskml.core.validate import check_unicode, sampling_options
 from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
 from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
@@ -81,12 +81,8 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
             ignored.append(name)
     if isinstance(sampling.get("stop"), str):
         sampling["stop"] = [sampling["stop"]]
-    try:
-        result = SamplingOptions(**sampling)
-    except ValueError as exc:
-        raise BadRequest(f"invalid options: {exc}", param="options") from None
-    check_sampling(result, {field: f"options.{field}" for field in _SAMPLING_FIELDS})
-    return result, num_ctx, ignored
+    names = {field: f"options.{field}" for field in _SAMPLING_FIELDS} | {"": "options"}
+    return sampling_options(sampling, names), num_ctx, ignored
 
 
 class InferenceService:
@@ -135,6 +131,8 @@ class InferenceService:
             body["tools"] = [{"type": "function", "function": t.model_dump()} for t in plan.tools]
             body["tool_choice"] = "auto"
             body["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.truncate:
+            _drop_beyond(messages, self.manager.context_for(entry, request.num_ctx))
         while True:
             body["messages"] = [message_body(m) for m in messages]
             try:
@@ -187,21 +185,27 @@ class InferenceService:
         body = self._body(entry, request)
         template = request.template or entry.manifest.template
         system = request.system if request.system is not None else entry.manifest.system
-        if fim_tokens is not None:
-            body["prompt"] = fim.fim_prompt(fim_tokens, request.prompt, request.suffix or "")
-            endpoint = "completion"
-        elif request.raw:
-            body["prompt"] = request.prompt
-            endpoint = "completion"
-        elif template and gotemplate.is_go_template(template):
-            body["prompt"] = gotemplate.render_prompt(template, system=system, prompt=request.prompt)
-            endpoint = "completion"
-        else:
-            messages = [ChatMessage(role="system", content=system)] if system else []
-            messages.append(ChatMessage(role="user", content=request.prompt))
-            body["messages"] = [message_body(m) for m in messages]
-            endpoint = "chat"
+        go_template = bool(template) and gotemplate.is_go_template(template or "")
+        endpoint = "completion" if fim_tokens is not None or request.raw or go_template else "chat"
+
+        def set_prompt(prompt: str) -> None:
+            if fim_tokens is not None:
+                body["prompt"] = fim.fim_prompt(fim_tokens, prompt, request.suffix or "")
+            elif request.raw:
+                body["prompt"] = prompt
+            elif go_template:
+                body["prompt"] = gotemplate.render_prompt(template or "", system=system, prompt=prompt)
+            else:
+                messages = [ChatMessage(role="system", content=system)] if system else []
+                messages.append(ChatMessage(role="user", content=prompt))
+                body["messages"] = [message_body(m) for m in messages]
+
         prompt_text = request.prompt
+        if request.truncate and fim_tokens is None:
+            budget = self.manager.context_for(entry, request.num_ctx) * _MAX_CHARS_PER_TOKEN
+            if len(prompt_text) > budget:  # cannot fit: the engine need not tokenise all of it to say so
+                prompt_text = prompt_text[-budget:]
+        set_prompt(prompt_text)
         while True:
             try:
                 async with aclosing(self._run(entry, request, endpoint, body, priority)) as events:
@@ -213,15 +217,12 @@ class InferenceService:
                 if not request.truncate or len(prompt_text) < 64 or fim_tokens is not None:
                     raise
                 prompt_text = prompt_text[_chars_to_cut(prompt_text, overflow) :]
-                if endpoint == "chat":
-                    body["messages"][-1]["content"] = prompt_text
-                else:
-                    body["prompt"] = prompt_text
+                set_prompt(prompt_text)  # a template or system prompt stays whole around the cut prompt
 
-    async def load(self, name: str, keep_alive: float | None) -> Done:
+    async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None) -> Done:
         if self.router is not None and self.router.knows(name) and not self.serves_locally(name, "chat"):
             return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
-        model, load_ns = await self.manager.ensure_loaded(name, keep_alive)
+        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx)
         if keep_alive == 0:
             await self.manager.unload(name)
             return Done(reason="unload", model=model.name)
@@ -334,6 +335,11 @@ class InferenceService:
             # a weather question's call into a plain answer. The request or Modelfile can still set one.
             defaults = defaults.model_copy(update={"repeat_penalty": 1.0})
         sampling = request.options.merged_over(model_sampling(entry).merged_over(defaults))
+        ctx = self.manager.context_for(entry, request.num_ctx)
+        if sampling.repeat_last_n is not None and not 0 <= sampling.repeat_last_n <= ctx:
+            # Ollama's -1 means the whole context; llama.cpp wants the number (and a window past the
+            # context costs memory for nothing)
+            sampling = sampling.model_copy(update={"repeat_last_n": ctx})
         body = sampling_body(sampling)
         body["cache_prompt"] = True
         body["stream_options"] = {"include_usage": True}
@@ -411,6 +417,29 @@ def _template_message(message: ChatMessage) -> dict[str, Any]:
             {"function": {"name": c.name, "arguments": c.arguments_object()}} for c in message.tool_calls
         ],
     }
+
+
+# Tokenisers put a few characters in a token (about 4 for English); no ordinary text averages more than
+# this, so text longer than the context times this cannot fit, and truncation drops it before the first
+# try: the engine tokenises every message it is given (10,000 messages: 10 s) just to say it is too long.
+_MAX_CHARS_PER_TOKEN = 16
+
+
+def _drop_beyond(messages: list[ChatMessage], context: int) -> None:
+    """Drop the oldest non-system messages (never the last) beyond what `context` tokens could hold."""
+    budget = context * _MAX_CHARS_PER_TOKEN
+    if sum(_message_chars(m) for m in messages) <= budget:
+        return
+    used = sum(_message_chars(m) for m in messages if m.role == "system") + _message_chars(messages[-1])
+    keep_from = len(messages) - 1
+    for index in range(len(messages) - 2, -1, -1):
+        if messages[index].role == "system":
+            continue
+        used += _message_chars(messages[index])
+        if used > budget:
+            break
+        keep_from = index
+    messages[:] = [m for i, m in enumerate(messages) if i >= keep_from or m.role == "system"]
 
 
 # Template tokens around each message (role markers, separators), in characters of text, for the estimate below.

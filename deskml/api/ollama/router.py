@@ -80,7 +80,8 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
     req = tr.chat_request(body)
     stream = _wants_stream(request, body.stream)
     if not req.messages:
-        done = await (service.unload(req.model) if req.keep_alive == 0 else service.load(req.model, req.keep_alive))
+        done = await (service.unload(req.model) if req.keep_alive == 0
+                      else service.load(req.model, req.keep_alive, req.num_ctx))
         return _json(tr.chat_final(done.model, done))
 
     events = service.chat(req)
@@ -116,7 +117,8 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
     req = tr.generate_request(body)
     stream = _wants_stream(request, body.stream)
     if not req.prompt and not req.images and not req.suffix:
-        done = await (service.unload(req.model) if req.keep_alive == 0 else service.load(req.model, req.keep_alive))
+        done = await (service.unload(req.model) if req.keep_alive == 0
+                      else service.load(req.model, req.keep_alive, req.num_ctx))
         return _json(tr.generate_final(done.model, done))
 
     events = service.generate(req)

@@ -22,7 +22,7 @@ from deskml.api.openai import schemas as wire
 from deskml.core import types as core
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
-from deskml.core.validate import INT32_MAX, check_sampling, check_unicode
+from deskml.core.validate import INT32_MAX, check_unicode, sampling_options
 
 log = logging.getLogger("deskml.api.openai")
 
@@ -68,17 +68,13 @@ def sampling(req: wire._Sampling, max_tokens: int | None, max_name: str = "max_t
     """Core sampling options; `max_name` is the field `max_tokens` came from (for error messages)."""
     if max_tokens is not None and not 1 <= max_tokens <= INT32_MAX:
         raise BadRequest(f"{max_name} must be between 1 and {INT32_MAX}, not {max_tokens}", param=max_name)
-    try:
-        options = core.SamplingOptions(
-            temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
-            repeat_penalty=req.repeat_penalty, presence_penalty=req.presence_penalty,
-            frequency_penalty=req.frequency_penalty, seed=req.seed, num_predict=max_tokens,
-            stop=_stop(req.stop), logit_bias=_logit_bias(req.logit_bias),
-        )
-    except ValueError as exc:  # NaN or infinity in a float field
-        raise BadRequest(f"invalid sampling parameters: {exc}") from None
-    check_sampling(options, {"num_predict": max_name})
-    return options
+    values = {
+        "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k, "min_p": req.min_p,
+        "repeat_penalty": req.repeat_penalty, "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty, "seed": req.seed, "num_predict": max_tokens,
+        "stop": _stop(req.stop), "logit_bias": _logit_bias(req.logit_bias),
+    }
+    return sampling_options(values, {"num_predict": max_name})
 
 
 def data_url_image(url: str, where: str) -> bytes:
