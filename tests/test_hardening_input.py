@@ -10,7 +10,6 @@ import json
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -276,7 +275,7 @@ def test_truncated_generate_keeps_the_end_of_the_prompt(app_client: TestClient) 
     assert 0 < r.json()["prompt_eval_count"] <= 256
 
 
-def test_without_truncate_a_long_chat_is_still_a_400(app_client: TestClient, tmp_path: Path) -> None:
+def test_without_truncate_a_long_chat_is_still_a_400(app_client: TestClient) -> None:
     messages = [{"role": "user", "content": "word " * 400} for _ in range(3)]
     r = app_client.post("/api/chat", json={"model": MODEL, "messages": messages, "stream": False,
                                            "options": {"num_ctx": 256}})
