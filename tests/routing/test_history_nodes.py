@@ -62,7 +62,8 @@ def test_a_routed_request_is_followed_across_nodes(tmp_path: Path) -> None:
         store = CredentialStore(db)
         _, admin = store.create_key("admin", ALL_SCOPES)
         alice, alice_key = store.create_key("alice", frozenset({"inference"}))
-        router_id, router_key = store.create_key("router", frozenset({"inference"}))
+        router_info, router_key = store.create_key("router", frozenset({"inference"}))
+        router_id = router_info.id
         db.close()
         shared = {"DESKML_DATABASE_URL": url, "DESKML_AUTH": "required", "DESKML_HISTORY_FLUSH_SECONDS": "0.2",
                   "DESKML_CACHE": "false"}
@@ -102,7 +103,7 @@ def test_a_routed_request_is_followed_across_nodes(tmp_path: Path) -> None:
             wait_for(lambda: all(len(all_rows(nodes["b"].url, admin, request_id=i, path="/api/chat")) == 2
                                  for i in ids), timeout=30, what="two rows per routed chat")
 
-            answered_by = set()
+            answered_by, inverted = set(), 0
             for request_id in ids:
                 rows = all_rows(nodes["b"].url, admin, request_id=request_id, path="/api/chat", content="true")
                 by_node = {row["node"]: row for row in rows}
@@ -118,7 +119,9 @@ def test_a_routed_request_is_followed_across_nodes(tmp_path: Path) -> None:
                 assert back["output"]["content"] == front["output"]["content"]
                 # the router's row began first (it then called the node), so it is the older one
                 assert front["created_at"] <= back["created_at"]
-            print(f"\nchats answered by {sorted(answered_by)}; {checks} health checks per node")
+                inverted += front["id"] > back["id"]  # written after the node's row: insert order is not time order
+            print(f"\nchats answered by {sorted(answered_by)}; {checks} health checks per node; "
+                  f"{inverted} of {len(ids)} router rows inserted after their node's row")
 
             claimed = all_rows(nodes["a"].url, admin, request_id="spoofed-1")[0]
             assert claimed["principal_id"] == alice.id and claimed["extra"]["via_principal"] == "admin"
@@ -127,7 +130,9 @@ def test_a_routed_request_is_followed_across_nodes(tmp_path: Path) -> None:
             # No health check of the router left a row on the nodes (or anywhere).
             everything = all_rows(router.url, admin)
             assert checks >= 4
-            assert [r for r in everything if r["path"] in {"/api/tags", "/v1/models", "/api/version"}] == []
+            assert [r for r in everything if r["path"] in {"/api/tags", "/v1/models"}] == []
+            # while the test's own readiness polls (GET /api/version without the header) are requests like any
+            assert {r["node"] for r in everything if r["path"] == "/api/version"} == {"node-a", "node-b", "router"}
             # Newest first by when requests arrived, whichever node wrote them and in whatever order.
             stamps = [datetime.fromisoformat(r["created_at"].replace("Z", "+00:00")) for r in everything]
             assert stamps == sorted(stamps, reverse=True)
