@@ -65,7 +65,7 @@ def _content(value: Any) -> str | None:
     return text
 
 
-def to_row(item: _Pending, keep_content: bool, node: str | None = None) -> dict[str, Any]:
+def to_row(item: _Pending, keep_content: bool) -> dict[str, Any]:
     record = item.record
     extra = {k: v for k, v in record.extra.items() if k != "principal_kind"} or None
     if extra is not None:
@@ -80,7 +80,7 @@ def to_row(item: _Pending, keep_content: bool, node: str | None = None) -> dict[
         "status": int(record.status),
         "model": _clip(record.model, 255),
         "backend": _clip(record.backend, 64),
-        "node": _clip(node, 64),
+        "node": None,  # the writer's: every row a server writes is its own node's
         "principal_id": _clip(record.principal_id, 200),
         "principal_kind": _clip(record.extra.get("principal_kind"), 16),
         "client": _clip(record.client, 128),
@@ -256,7 +256,7 @@ class HistoryWriter:
         """Runs in a worker thread and never raises: (written, refused, unwritten, outage). Only an
         outage leaves records unwritten; any other failure costs the rows it concerns, not the batch."""
         try:
-            rows = [to_row(item, self.keep_content, self.node) for item in batch]
+            rows = [self._row(item) for item in batch]
             with self.db.session() as session:
                 session.execute(sa.insert(HistoryRow), rows)
             return len(rows), 0, [], None
@@ -269,7 +269,7 @@ class HistoryWriter:
         written = refused = 0
         for index, item in enumerate(batch):
             try:
-                row = to_row(item, self.keep_content, self.node)
+                row = self._row(item)
                 with self.db.session() as session:
                     session.execute(sa.insert(HistoryRow), [row])
                 written += 1
@@ -280,6 +280,9 @@ class HistoryWriter:
                 self._failed("record refused", exc)
                 log.warning("history: dropped record %s: %s", item.record.request_id[:64], self.last_error)
         return written, refused, [], None
+
+    def _row(self, item: _Pending) -> dict[str, Any]:
+        return {**to_row(item, self.keep_content), "node": _clip(self.node, 64)}
 
     def prune(self) -> int:
         return prune(self.db, self.retention_days)
