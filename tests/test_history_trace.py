@@ -212,3 +212,31 @@ def test_the_kubernetes_probes_say_they_are_health_checks() -> None:
         record = RequestRecord(request_id="r", method="GET", path=get["path"], status=200)
         annotate(record, [(h["name"].lower().encode(), h["value"].encode()) for h in get["httpHeaders"]])
         assert unrecorded(record), probe
+
+
+def test_the_cli_table_names_backend_node_and_claims(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from deskml.cli.main import app
+
+    monkeypatch.setenv("DESKML_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DESKML_DATABASE_URL", raising=False)
+    monkeypatch.setenv("COLUMNS", "200")
+    db = Database(f"sqlite:///{tmp_path / 'deskml.db'}")
+    db.migrate()
+    now = datetime.now(UTC)
+    with db.session() as session:
+        session.execute(sa.insert(HistoryRow), [
+            _row("r1", now, backend="upstream:a", node="router", principal_id="kalice"),
+            _row("r1", now + timedelta(milliseconds=3), backend="llama.cpp", node="node-a", principal_id="krouter",
+                 extra={"via_principal": "kalice"}),
+            _row("other", now, backend="llama.cpp", node="node-b")])
+    db.close()
+    out = CliRunner().invoke(app, ["history", "--request-id", "r1"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "BACKEND" in lines[0] and "NODE" in lines[0] and len(lines) == 3
+    assert "upstream:a" in lines[1] and " router " in lines[1] and "kalice" in lines[1]
+    assert "llama.cpp" in lines[2] and "node-a" in lines[2] and "krouter (for kalice)" in lines[2]
+    only_b = CliRunner().invoke(app, ["history", "--node", "node-b"]).output.splitlines()
+    assert len(only_b) == 2 and "node-b" in only_b[1]
