@@ -226,7 +226,9 @@ def history(
             item["backend"] or "-", item["node"] or "-", _who(item), f"{item['duration_ns'] / 1e6:.0f}",
             f"{item['prompt_tokens']}+{item['completion_tokens']}",
         )
-    console.print(table)
+    # Piped into grep or a file, the ten columns would be cut to the 80 a console assumes without a
+    # terminal; on a terminal they fit its width as usual.
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 def _who(item: dict[str, Any]) -> str:

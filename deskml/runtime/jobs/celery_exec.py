@@ -100,12 +100,18 @@ class CeleryExecutor:
                 log.warning("could not re-send abandoned jobs: %s", exc)
 
     async def resend_abandoned(self) -> list[str]:
-        """Send again each job whose runner went silent, at most once per stale period per job."""
+        """Send again each job whose runner has been silent for twice the stale period, at most once
+        per such period per job.
+
+        Twice, because a duplicate that reaches a worker while the job is on its last attempt fails
+        the job: a runner whose heartbeats are merely late on a busy machine must not meet one.
+        """
         now = time.monotonic()
-        wait = self.store.stale_after.total_seconds()
+        silent_for = 2 * self.store.stale_after
+        wait = silent_for.total_seconds()
         self._resent = {job_id: at for job_id, at in self._resent.items() if now - at < wait}
         sent = []
-        for job_id in await asyncio.to_thread(self.store.abandoned, self.name):
+        for job_id in await asyncio.to_thread(self.store.abandoned, self.name, 100, silent_for):
             if job_id in self._resent:
                 continue
             await asyncio.to_thread(self._send, job_id)

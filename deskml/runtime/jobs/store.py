@@ -285,9 +285,10 @@ class JobStore:
                 .order_by(JobRow.created_at).limit(limit)))
         return self.abandoned(executor, limit) + queued
 
-    def abandoned(self, executor: str, limit: int = 100) -> list[str]:
-        """Running (or cancelled, not yet closed) jobs of this executor whose runner went silent."""
-        stale = utcnow() - self.stale_after
+    def abandoned(self, executor: str, limit: int = 100, silent_for: timedelta | None = None) -> list[str]:
+        """Running (or cancelled, not yet closed) jobs of this executor whose runner went silent
+        (for `silent_for`, by default the stale period)."""
+        stale = utcnow() - (silent_for or self.stale_after)
         with self.db.session() as session:
             return list(session.scalars(sa.select(JobRow.id).where(
                 JobRow.executor == executor,
