@@ -86,12 +86,22 @@ def banner(settings: Settings, loaded: list[str]) -> str:
     lines.append(f"  default model: {settings.default_model}")
     lines.append(f"  loaded: {', '.join(loaded) or 'none yet (models load on first use)'}")
     lines.append("  APIs: Ollama /api/*, OpenAI /v1/*")
+    # 0.0.0.0 is not an address a browser can open: this machine reaches the server on loopback
+    local = "127.0.0.1" if bind in {"0.0.0.0", ""} else "[::1]" if bind == "::" else shown
+    lines.append(f"  web UI: {scheme}://{local}:{settings.port}/ui")
     if not is_loopback(bind):
-        urls = [f"{scheme}://{ip}:{settings.port}" for ip in lan_addresses()]
+        lan = lan_addresses() if bind in {"0.0.0.0", "::", ""} else [bind]
+        urls = [f"{scheme}://{_bracket(ip)}:{settings.port}" for ip in lan]
         lines.append("  from a phone on this network use: " + (", ".join(urls) or "(no LAN address found)"))
+        if urls:
+            lines.append("  web UI from another device: " + ", ".join(f"{url}/ui" for url in urls))
     else:
         lines.append("  loopback only: other devices cannot connect (use --host 0.0.0.0 to share on the LAN)")
     return "\n".join(lines)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run_server(settings: Settings) -> int:
