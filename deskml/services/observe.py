@@ -50,6 +50,11 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+def is_ui_request(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The web UI marks its own fetches (`X-Deskml-Client: ui`) so that the history can hide its polling."""
+    return any(key == b"x-deskml-client" and value.strip().lower() == b"ui" for key, value in headers)
+
+
 def cache_mode_from(headers: list[tuple[bytes, bytes]]) -> str | None:
     """'off' (neither read nor store), 'refresh' (skip the lookup, store the fresh reply) or None."""
     mode: str | None = None
@@ -189,6 +194,8 @@ class Observe:
         mode = cache_mode_from(headers)
         if mode is not None:
             record.extra["cache_mode"] = mode
+        if is_ui_request(headers):
+            record.extra["client_app"] = "ui"
         token = set_record(record)
         drain: Drain | None = getattr(state, "drain", None)
         started = complete = gone = False
