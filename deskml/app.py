@@ -15,7 +15,7 @@ from deskml.api.admin.router import router as admin_router
 from deskml.api.backend.jobs import router as jobs_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
-from deskml.api.errors import install_handlers
+from deskml.api.errors import ContainErrors, install_handlers
 from deskml.api.guard import LOCAL_ORIGIN_REGEX, ClientAddress, HostOriginGuard
 from deskml.api.hops import NodeHops
 from deskml.api.hub.router import router as hub_router
@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
                        blob_limit=int(settings.max_blob_mb * (1 << 20)))
     # Before routing and auth, after the record opens: a refused Host or Origin is still in the history.
     app.add_middleware(HostOriginGuard, settings=settings)
+    app.add_middleware(ContainErrors)  # an unhandled error is a whole 500; the connection stays usable
     app.add_middleware(Observe)  # every request gets a record, an id and its final status
     # Outermost: the record, rate limits and logs see the client a trusted proxy names, or the peer.
     app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from deskml.core.durations import parse_keep_alive
+from deskml.core.durations import parse_keep_alive, parse_seconds
 
 
 def _default_parallel() -> int:
@@ -292,7 +292,7 @@ class Settings(BaseSettings):
     @field_validator("jwt_expires", "jwt_refresh_expires", mode="before")
     @classmethod
     def _duration(cls, value: object) -> float:
-        seconds = parse_keep_alive(value)
+        seconds = parse_seconds(value, "token lifetime")
         if seconds <= 0:
             raise ValueError("token lifetimes must be positive")
         return seconds

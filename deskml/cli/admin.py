@@ -190,7 +190,9 @@ def db_current() -> None:
 def history(
     model: str | None = typer.Option(None, help="Only this model."),
     user: str | None = typer.Option(None, help="Only this key id or user name."),
-    status: str | None = typer.Option(None, help="200, 4xx, ok or error."),
+    status: str | None = typer.Option(None, help="200, 4xx, ok or error (400 and up, or an error noted)."),
+    node: str | None = typer.Option(None, help="Only rows of this node (its DESKML_NODE_NAME)."),
+    request_id: str | None = typer.Option(None, "--request-id", help="Every row of one request, on each node."),
     since: str | None = typer.Option(None, help="ISO time, Unix seconds, or '1h' / '7d' ago."),
     until: str | None = typer.Option(None, help="ISO time, Unix seconds, or a duration ago."),
     limit: int = typer.Option(20, "--limit", "-n", help="Rows to show (newest first)."),
@@ -207,7 +209,7 @@ def history(
                       else "DESKML_HISTORY_DAYS is 0: history is kept forever")
         return
     q = hist.HistoryQuery(
-        model=model, user=user, status=status, limit=limit,
+        model=model, user=user, status=status, limit=limit, node=node, request_id=request_id,
         since=_guard(lambda: hist.parse_time(since, name="since")) if since else None,
         until=_guard(lambda: hist.parse_time(until, name="until")) if until else None,
     )
@@ -216,14 +218,22 @@ def history(
         for item in items:
             print(json.dumps(item, default=str, ensure_ascii=False))
         return
-    table = Table("TIME", "STATUS", "METHOD", "PATH", "MODEL", "WHO", "MS", "TOKENS", box=None, pad_edge=False)
+    table = Table("TIME", "STATUS", "METHOD", "PATH", "MODEL", "BACKEND", "NODE", "WHO", "MS", "TOKENS",
+                  box=None, pad_edge=False)
     for item in reversed(items):
         table.add_row(
             _when(item["created_at"]), str(item["status"]), item["method"], item["path"], item["model"] or "-",
-            item["principal_id"] or "anonymous", f"{item['duration_ns'] / 1e6:.0f}",
+            item["backend"] or "-", item["node"] or "-", _who(item), f"{item['duration_ns'] / 1e6:.0f}",
             f"{item['prompt_tokens']}+{item['completion_tokens']}",
         )
     console.print(table)
+
+
+def _who(item: dict[str, Any]) -> str:
+    """The caller; a router's claim about its own caller is shown as a claim, never as the caller."""
+    who = str(item["principal_id"] or "anonymous")
+    claimed = (item.get("extra") or {}).get("via_principal")
+    return f"{who} (for {claimed})" if claimed else who
 
 
 def register(app: typer.Typer) -> None:

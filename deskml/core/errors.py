@@ -40,6 +40,13 @@ class BadRequest(DeskmlError):
 class ContextOverflow(BadRequest):
     code = "context_length_exceeded"
 
+    def __init__(self, message: str, *, param: str | None = None, prompt_tokens: int | None = None,
+                 context: int | None = None) -> None:
+        super().__init__(message, param=param)
+        # The engine's counts, when it gave them: truncation sizes its cut from them in one step.
+        self.prompt_tokens = prompt_tokens
+        self.context = context
+
 
 class Unauthorized(DeskmlError):
     status = 401

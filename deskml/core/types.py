@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class SamplingOptions(BaseModel):
     """Per-request sampling. None means "use the model's parameter, else the server default"."""
 
-    model_config = ConfigDict(extra="forbid")
+    # NaN or infinity would reach llama.cpp as JSON it cannot parse
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     temperature: float | None = None
     top_p: float | None = None

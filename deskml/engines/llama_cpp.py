@@ -36,6 +36,7 @@ from deskml.core.types import (
     ToolCall,
     ToolCallDelta,
 )
+from deskml.core.validate import UINT32_MASK, clamp_int32
 
 log = logging.getLogger("deskml.engines.llama_cpp")
 
@@ -214,13 +215,22 @@ def _error_from_llama(error: Any) -> Exception:
     message = str(error.get("message", "engine error"))
     kind = error.get("type", "")
     if kind == "exceed_context_size_error":
+        tokens, context = _int_or_none(error.get("n_prompt_tokens")), _int_or_none(error.get("n_ctx"))
         return ContextOverflow(
-            f"the input is {error.get('n_prompt_tokens')} tokens, more than the context length "
-            f"of {error.get('n_ctx')} tokens; shorten it, raise num_ctx, or set truncate"
+            f"the input is {tokens} tokens, more than the context length "
+            f"of {context} tokens; shorten it, raise num_ctx, or set truncate",
+            prompt_tokens=tokens, context=context,
         )
     if kind == "invalid_request_error" or error.get("code") == 400:
         return from_engine(BadRequest(message))
     return from_engine(EngineError(message))
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 # translation: core types <-> llama.cpp request/response bodies -------------------------------
@@ -236,9 +246,12 @@ def sampling_body(options: SamplingOptions) -> dict[str, Any]:
     for ours, theirs in mapping.items():
         value = getattr(options, ours)
         if value is not None:
-            body[theirs] = value
+            body[theirs] = clamp_int32(value) if isinstance(value, int) else value
+    if options.seed is not None:
+        # llama.cpp's seed is 32-bit unsigned (0xFFFFFFFF = random); Ollama takes any integer (-1 = random)
+        body["seed"] = options.seed & UINT32_MASK
     if options.num_predict is not None:
-        body["max_tokens"] = options.num_predict if options.num_predict >= 0 else -1
+        body["max_tokens"] = clamp_int32(options.num_predict) if options.num_predict >= 0 else -1
     if options.stop:
         body["stop"] = options.stop
     if options.logit_bias:

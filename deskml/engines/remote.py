@@ -66,12 +66,13 @@ class RemoteEngine:
         await self._client.aclose()
 
     # discovery ---------------------------------------------------------------------------------
-    async def list_models(self, timeout: float | None = None) -> list[RemoteModel]:
+    async def list_models(self, timeout: float | None = None,
+                          headers: dict[str, str] | None = None) -> list[RemoteModel]:
         """The models the upstream serves; raises UpstreamUnavailable with the reason when it cannot say."""
         path = "/v1/models" if self.kind == "openai" else "/api/tags"
         extra = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = await self._client.get(path, **extra)
+            response = await self._client.get(path, headers=headers, **extra)
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400:

@@ -29,6 +29,7 @@ from deskml.core.types import (
     SamplingOptions,
     Timings,
 )
+from deskml.core.validate import check_unicode, sampling_options
 from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
 from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
@@ -68,10 +69,10 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
         if name == "num_ctx":
             try:
                 num_ctx = int(value)
-            except (TypeError, ValueError):
-                raise BadRequest(f"option num_ctx must be an integer, not {value!r}") from None
+            except (TypeError, ValueError, OverflowError):  # OverflowError: infinity
+                raise BadRequest(f"option num_ctx must be an integer, not {value!r}", param="options.num_ctx") from None
             if num_ctx <= 0:
-                raise BadRequest("option num_ctx must be positive")
+                raise BadRequest("option num_ctx must be positive", param="options.num_ctx")
         elif name in _SAMPLING_FIELDS:
             sampling[name] = value
         else:
@@ -80,10 +81,8 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
             ignored.append(name)
     if isinstance(sampling.get("stop"), str):
         sampling["stop"] = [sampling["stop"]]
-    try:
-        return SamplingOptions(**sampling), num_ctx, ignored
-    except ValueError as exc:
-        raise BadRequest(f"invalid options: {exc}") from None
+    names = {field: f"options.{field}" for field in _SAMPLING_FIELDS} | {"": "options"}
+    return sampling_options(sampling, names), num_ctx, ignored
 
 
 class InferenceService:
@@ -102,6 +101,7 @@ class InferenceService:
 
     # public API --------------------------------------------------------------------------
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        check_unicode(request)  # every caller (dialects, batches, the web UI): no engine sees a lone surrogate
         def local(req: ChatRequest) -> AsyncIterator[Event]:
             return self._admit("chat", req, lambda: self._chat_fresh(req, priority))
 
@@ -131,6 +131,8 @@ class InferenceService:
             body["tools"] = [{"type": "function", "function": t.model_dump()} for t in plan.tools]
             body["tool_choice"] = "auto"
             body["parallel_tool_calls"] = request.parallel_tool_calls
+        if request.truncate:
+            _drop_beyond(messages, self.manager.context_for(entry, request.num_ctx))
         while True:
             body["messages"] = [message_body(m) for m in messages]
             try:
@@ -139,8 +141,8 @@ class InferenceService:
                     async for event in events:
                         yield event
                 return
-            except ContextOverflow:
-                if not request.truncate or not _drop_oldest(messages):
+            except ContextOverflow as overflow:
+                if not request.truncate or not _drop_to_fit(messages, overflow):
                     raise
 
     async def _fim_tokens(self, entry: ModelEntry) -> tuple[str, str, str] | None:
@@ -164,6 +166,7 @@ class InferenceService:
             return None
 
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+        check_unicode(request)
         def local(req: GenerateRequest) -> AsyncIterator[Event]:
             return self._admit("generate", req, lambda: self._generate_fresh(req, priority))
 
@@ -182,41 +185,44 @@ class InferenceService:
         body = self._body(entry, request)
         template = request.template or entry.manifest.template
         system = request.system if request.system is not None else entry.manifest.system
-        if fim_tokens is not None:
-            body["prompt"] = fim.fim_prompt(fim_tokens, request.prompt, request.suffix or "")
-            endpoint = "completion"
-        elif request.raw:
-            body["prompt"] = request.prompt
-            endpoint = "completion"
-        elif template and gotemplate.is_go_template(template):
-            body["prompt"] = gotemplate.render_prompt(template, system=system, prompt=request.prompt)
-            endpoint = "completion"
-        else:
-            messages = [ChatMessage(role="system", content=system)] if system else []
-            messages.append(ChatMessage(role="user", content=request.prompt))
-            body["messages"] = [message_body(m) for m in messages]
-            endpoint = "chat"
+        go_template = bool(template) and gotemplate.is_go_template(template or "")
+        endpoint = "completion" if fim_tokens is not None or request.raw or go_template else "chat"
+
+        def set_prompt(prompt: str) -> None:
+            if fim_tokens is not None:
+                body["prompt"] = fim.fim_prompt(fim_tokens, prompt, request.suffix or "")
+            elif request.raw:
+                body["prompt"] = prompt
+            elif go_template:
+                body["prompt"] = gotemplate.render_prompt(template or "", system=system, prompt=prompt)
+            else:
+                messages = [ChatMessage(role="system", content=system)] if system else []
+                messages.append(ChatMessage(role="user", content=prompt))
+                body["messages"] = [message_body(m) for m in messages]
+
         prompt_text = request.prompt
+        if request.truncate and fim_tokens is None:
+            budget = self.manager.context_for(entry, request.num_ctx) * _MAX_CHARS_PER_TOKEN
+            if len(prompt_text) > budget:  # cannot fit: the engine need not tokenise all of it to say so
+                prompt_text = prompt_text[-budget:]
+        set_prompt(prompt_text)
         while True:
             try:
                 async with aclosing(self._run(entry, request, endpoint, body, priority)) as events:
                     async for event in events:
                         yield event
                 return
-            except ContextOverflow:
+            except ContextOverflow as overflow:
                 # Keep the end of the prompt (the question), as Ollama does when it truncates.
                 if not request.truncate or len(prompt_text) < 64 or fim_tokens is not None:
                     raise
-                prompt_text = prompt_text[len(prompt_text) // 4 :]
-                if endpoint == "chat":
-                    body["messages"][-1]["content"] = prompt_text
-                else:
-                    body["prompt"] = prompt_text
+                prompt_text = prompt_text[_chars_to_cut(prompt_text, overflow) :]
+                set_prompt(prompt_text)  # a template or system prompt stays whole around the cut prompt
 
-    async def load(self, name: str, keep_alive: float | None) -> Done:
+    async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None) -> Done:
         if self.router is not None and not self.serves_locally(name, "chat") and self.router.knows(name):
             return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
-        model, load_ns = await self.manager.ensure_loaded(name, keep_alive)
+        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx)
         if keep_alive == 0:
             await self.manager.unload(name)
             return Done(reason="unload", model=model.name)
@@ -249,6 +255,7 @@ class InferenceService:
         return self.router.models() if self.router is not None else []
 
     async def embed(self, request: EmbedRequest, *, priority: int = PRIORITY_LIVE) -> EmbedResult:
+        check_unicode(request)
         if self.router is not None:
             return await self.router.embed(request, lambda req: self._embed_local(req, priority))
         return await self._embed_local(request, priority)
@@ -335,6 +342,11 @@ class InferenceService:
             # a weather question's call into a plain answer. The request or Modelfile can still set one.
             defaults = defaults.model_copy(update={"repeat_penalty": 1.0})
         sampling = request.options.merged_over(model_sampling(entry).merged_over(defaults))
+        ctx = self.manager.context_for(entry, request.num_ctx)
+        if sampling.repeat_last_n is not None and not 0 <= sampling.repeat_last_n <= ctx:
+            # Ollama's -1 means the whole context; llama.cpp wants the number (and a window past the
+            # context costs memory for nothing)
+            sampling = sampling.model_copy(update={"repeat_last_n": ctx})
         body = sampling_body(sampling)
         body["cache_prompt"] = True
         body["stream_options"] = {"include_usage": True}
@@ -425,13 +437,76 @@ def _template_message(message: ChatMessage) -> dict[str, Any]:
     }
 
 
-def _drop_oldest(messages: list[ChatMessage]) -> bool:
-    """Drop the oldest non-system message except the last one; False when nothing can go."""
-    for index, message in enumerate(messages[:-1]):
-        if message.role != "system":
-            del messages[index]
-            return True
-    return False
+# Tokenisers put a few characters in a token (about 4 for English); no ordinary text averages more than
+# this, so text longer than the context times this cannot fit, and truncation drops it before the first
+# try: the engine tokenises every message it is given (10,000 messages: 10 s) just to say it is too long.
+_MAX_CHARS_PER_TOKEN = 16
+
+
+def _drop_beyond(messages: list[ChatMessage], context: int) -> None:
+    """Drop the oldest non-system messages (never the last) beyond what `context` tokens could hold."""
+    budget = context * _MAX_CHARS_PER_TOKEN
+    if sum(_message_chars(m) for m in messages) <= budget:
+        return
+    used = sum(_message_chars(m) for m in messages if m.role == "system") + _message_chars(messages[-1])
+    keep_from = len(messages) - 1
+    for index in range(len(messages) - 2, -1, -1):
+        if messages[index].role == "system":
+            continue
+        used += _message_chars(messages[index])
+        if used > budget:
+            break
+        keep_from = index
+    messages[:] = [m for i, m in enumerate(messages) if i >= keep_from or m.role == "system"]
+
+
+# Template tokens around each message (role markers, separators), in characters of text, for the estimate below.
+_MESSAGE_OVERHEAD_CHARS = 16
+
+
+def _reply_room(context: int) -> int:
+    """Tokens a truncated prompt leaves free for the reply."""
+    return max(16, context // 16)
+
+
+def _message_chars(message: ChatMessage) -> int:
+    return (len(message.content) + len(message.thinking or "") + _MESSAGE_OVERHEAD_CHARS
+            + sum(len(call.name) + len(call.arguments) for call in message.tool_calls))
+
+
+def _drop_to_fit(messages: list[ChatMessage], overflow: ContextOverflow) -> bool:
+    """Drop the oldest non-system messages (never the last) until the rest should fit; False when none can go.
+
+    The failed try told how many tokens the prompt is; each message's share is estimated from its
+    characters, so one cut does what dropping one message per try did with a full re-tokenisation each
+    (10,000 messages: minutes). A short estimate costs one more try, which measures again."""
+    droppable = [i for i, m in enumerate(messages[:-1]) if m.role != "system"]
+    if not droppable:
+        return False
+    tokens, context = overflow.prompt_tokens, overflow.context
+    if not tokens or not context:  # no counts from the engine: one message at a time
+        del messages[droppable[0]]
+        return True
+    excess = tokens - context + _reply_room(context)
+    per_char = tokens / max(1, sum(_message_chars(m) for m in messages))
+    cut: set[int] = set()
+    removed = 0.0
+    for index in droppable:
+        if removed >= excess:
+            break
+        cut.add(index)
+        removed += _message_chars(messages[index]) * per_char
+    messages[:] = [m for i, m in enumerate(messages) if i not in cut]
+    return True
+
+
+def _chars_to_cut(prompt: str, overflow: ContextOverflow) -> int:
+    """How many leading characters of a too-long prompt to drop, from the engine's token count."""
+    tokens, context = overflow.prompt_tokens, overflow.context
+    if not tokens or not context:
+        return len(prompt) // 4
+    excess = tokens - context + _reply_room(context)
+    return min(len(prompt), max(16, int(excess * len(prompt) / tokens) + 1))
 
 
 def _renormalize(vector: list[float]) -> list[float]:

@@ -10,12 +10,13 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from deskml.core.aio import wait_event
-from deskml.core.durations import KEPT_FOREVER
+from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import BadRequest, Busy, ModelLoadError
+from deskml.core.validate import INT32_MAX
 from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
 from deskml.runtime import gotemplate
 from deskml.runtime.registry import ModelEntry, Registry
@@ -54,8 +55,8 @@ class LoadedModel:
         if self.keep_alive < 0:
             return KEPT_FOREVER
         if self.expires_at is None:  # busy: the clock starts when the last request ends
-            return datetime.fromtimestamp(time.time() + self.keep_alive, UTC)
-        return datetime.fromtimestamp(self.expires_at, UTC)
+            return expiry_at(time.time() + self.keep_alive)
+        return expiry_at(self.expires_at)
 
 
 @dataclass
@@ -96,6 +97,8 @@ class ModelManager:
         self.registry = registry
         self._loaded: dict[tuple[str, Kind, int], LoadedModel] = {}
         self._loading: dict[tuple[str, Kind, int], asyncio.Task[LoadedModel]] = {}
+        self._waiting: dict[tuple[str, Kind, int], int] = {}  # requests waiting for that load
+        self._replacing: dict[tuple[str, Kind], asyncio.Lock] = {}  # one (re)load at a time per model and kind
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self.budget = settings.memory_budget_mb * (1 << 20) or int(_physical_memory() * 0.75)
@@ -122,7 +125,9 @@ class ModelManager:
         params = entry.manifest.parameters
         wanted = int(requested or params.get("num_ctx") or self.settings.num_ctx)
         trained = self.registry.gguf_info(entry).context_length or wanted
-        return max(256, min(wanted, trained))
+        # llama.cpp holds num_ctx x num_parallel in a 32-bit int
+        ceiling = INT32_MAX // max(1, self.settings.num_parallel)
+        return max(256, min(wanted, trained, ceiling))
 
     @contextlib.asynccontextmanager
     async def lease(
@@ -198,14 +203,41 @@ class ModelManager:
                 continue
             task = self._loading.get(key)
             if task is None:
-                task = asyncio.create_task(self._load(entry, kind, ctx), name=f"load {entry.name}")
+                task = asyncio.create_task(self._replace(entry, kind, ctx), name=f"load {entry.name}")
                 self._loading[key] = task
                 task.add_done_callback(lambda _t, k=key: self._loading.pop(k, None))
-            # shield: one impatient client must not cancel a load others are waiting for
-            model = await asyncio.shield(task)
+            # Counted while waiting, so that a request for another context length cannot unload the
+            # copy between its load and this waiter's pin.
+            self._waiting[key] = self._waiting.get(key, 0) + 1
+            try:
+                # shield: one impatient client must not cancel a load others are waiting for
+                model = await asyncio.shield(task)
+            finally:
+                self._waiting[key] -= 1
+                if not self._waiting[key]:
+                    del self._waiting[key]
             if not model.draining:
                 model.pins += 1
                 return model, True
+
+    async def _replace(self, entry: ModelEntry, kind: Kind, ctx: int) -> LoadedModel:
+        """Load `entry` with context `ctx` in place of any copy of it with another context length.
+
+        One copy per model and kind, as Ollama keeps: a request that needs another num_ctx waits for
+        the loaded copy's requests to finish, then the model reloads. Two copies would double its
+        memory, and any client could ask for a third with yet another num_ctx."""
+        async with self._replacing.setdefault((entry.name, kind), asyncio.Lock()):
+            for other_key, other in list(self._loaded.items()):
+                if other_key[:2] != (entry.name, kind) or other_key == (entry.name, kind, ctx):
+                    continue
+                while self._waiting.get(other_key, 0) > 0:  # its waiters get their pin (and their reply) first
+                    await asyncio.sleep(0.01)
+                log.info("reloading %s with context %d (was %d)", entry.name, ctx, other.num_ctx)
+                await self._unload(other)
+            current = self._loaded.get((entry.name, kind, ctx))
+            if current is not None and current.entry.digest == entry.digest and not current.draining:
+                return current
+            return await self._load(entry, kind, ctx)
 
     async def _load(self, entry: ModelEntry, kind: Kind, ctx: int) -> LoadedModel:
         info = self.registry.gguf_info(entry)

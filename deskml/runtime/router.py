@@ -39,6 +39,7 @@ from deskml.core.errors import (
     UpstreamUnavailable,
 )
 from deskml.core.hops import VIA_HEADER, current_via
+from deskml.core.trace import HEALTH_CHECK_HEADER, upstream_headers
 from deskml.core.types import ChatRequest, Done, EmbedRequest, EmbedResult, Event, GenerateRequest
 from deskml.engines.remote import RemoteEngine, RemoteModel
 from deskml.runtime import names
@@ -58,6 +59,8 @@ _LOCAL_RETRYABLE = (Busy, EngineError, ModelLoadError, ModelNotFound)
 # Names a deskml upstream was asked about (accepted or not) are remembered until its model list changes;
 # past this many the memory starts over, so clients sending made-up names cannot grow it without bound.
 _PROBED_LIMIT = 512
+# A deskml node leaves its router's health checks out of its history (deskml/core/trace.py).
+_HEALTH_HEADERS = {HEALTH_CHECK_HEADER: "1"}
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ class Router:
             upstream.breaker.trip()
             return
         try:
-            listed = await upstream.engine.list_models(timeout=min(5.0, self.config.router.health_interval))
+            listed = await upstream.engine.list_models(timeout=min(5.0, self.config.router.health_interval),
+                                                       headers=_HEALTH_HEADERS if config.kind == "deskml" else None)
         except DeskmlError as exc:
             upstream.up, upstream.error = False, exc.message
             upstream.breaker.trip()
@@ -441,7 +445,8 @@ class Router:
     def _headers(self, upstream: Upstream) -> dict[str, str] | None:
         if upstream.config.kind != "deskml":
             return None
-        return {VIA_HEADER: ",".join([*current_via(), self.node_id])}
+        # The node records the same request id and, as a claim, the caller this node authenticated.
+        return {VIA_HEADER: ",".join([*current_via(), self.node_id]), **upstream_headers(current_record())}
 
     def _begin(self, target: Target) -> None:
         if target.backend == LOCAL:

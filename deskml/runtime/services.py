@@ -18,10 +18,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal, Protocol, TypeVar
 
-from deskml.core.durations import KEPT_FOREVER
+from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
 from deskml.runtime import names
 
@@ -167,7 +167,7 @@ class ServiceManager:
         keep = self.keep_alive_of(loaded)
         if keep < 0:
             return KEPT_FOREVER
-        return datetime.fromtimestamp(time.time() + max(0.0, loaded.last_used + keep - time.monotonic()), UTC)
+        return expiry_at(time.time() + max(0.0, loaded.last_used + keep - time.monotonic()))
 
     async def engine(self, spec: ServiceSpec, keep_alive: float | None = None) -> tuple[Any, int]:
         """The loaded engine for `spec` and the nanoseconds this call spent loading it; a

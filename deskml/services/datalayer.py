@@ -35,7 +35,7 @@ async def start_data_services(state: Any, settings: Settings) -> None:
         sinks = state.record_sinks = []
     state.history = None
     if settings.history:
-        writer = HistoryWriter(db, settings)
+        writer = HistoryWriter(db, settings, node=getattr(state, "node_id", None))
         writer.start()
         sinks.append(writer.submit)
         state.history = writer

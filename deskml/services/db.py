@@ -100,7 +100,8 @@ class ServerSecret(Base):
 
 class HistoryRow(Base):
     __tablename__ = "request_history"
-    __table_args__ = (sa.Index("ix_request_history_created_at", "created_at"),)
+    # (created_at, id): the newest-first order of GET /api/history and its keyset cursor.
+    __table_args__ = (sa.Index("ix_request_history_created_at_id", "created_at", "id"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     request_id: Mapped[str] = mapped_column(sa.String(64), index=True)
@@ -111,6 +112,7 @@ class HistoryRow(Base):
     status: Mapped[int] = mapped_column(sa.Integer, index=True)
     model: Mapped[str | None] = mapped_column(sa.String(255), index=True, nullable=True)
     backend: Mapped[str | None] = mapped_column(sa.String(64), nullable=True)
+    node: Mapped[str | None] = mapped_column(sa.String(64), index=True, nullable=True)  # DESKML_NODE_NAME
     principal_id: Mapped[str | None] = mapped_column(sa.String(200), index=True, nullable=True)
     principal_kind: Mapped[str | None] = mapped_column(sa.String(16), nullable=True)
     client: Mapped[str | None] = mapped_column(sa.String(128), nullable=True)

@@ -31,6 +31,7 @@ from deskml.core.context import RequestRecord
 from deskml.core.durations import parse_duration
 from deskml.core.errors import BadRequest
 from deskml.core.text import storable, storable_value
+from deskml.core.trace import unrecorded
 from deskml.services.db import Database, HistoryRow
 from deskml.settings import Settings
 
@@ -79,6 +80,7 @@ def to_row(item: _Pending, keep_content: bool) -> dict[str, Any]:
         "status": int(record.status),
         "model": _clip(record.model, 255),
         "backend": _clip(record.backend, 64),
+        "node": None,  # the writer's: every row a server writes is its own node's
         "principal_id": _clip(record.principal_id, 200),
         "principal_kind": _clip(record.extra.get("principal_kind"), 16),
         "client": _clip(record.client, 128),
@@ -99,8 +101,9 @@ def to_row(item: _Pending, keep_content: bool) -> dict[str, Any]:
 
 
 class HistoryWriter:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, node: str | None = None) -> None:
         self.db = db
+        self.node = node  # this server's node id (DESKML_NODE_NAME), written on each of its rows
         self.keep_content = settings.history_content
         self.capacity = max(1, settings.history_buffer)
         self.flush_seconds = max(0.05, settings.history_flush_seconds)
@@ -144,6 +147,8 @@ class HistoryWriter:
     def submit(self, record: RequestRecord) -> None:
         if record.path.startswith("/ui/") and record.status < 400:
             return  # the web UI's static files are not API requests
+        if unrecorded(record):
+            return  # a router's health check (deskml/core/trace.py says which, and why that is safe)
         elapsed = record.elapsed_ns
         self._push(_Pending(record, time.time() - elapsed / 1e9, elapsed))
         if len(self.buffer) >= BATCH_SIZE and self._wake is not None:
@@ -251,7 +256,7 @@ class HistoryWriter:
         """Runs in a worker thread and never raises: (written, refused, unwritten, outage). Only an
         outage leaves records unwritten; any other failure costs the rows it concerns, not the batch."""
         try:
-            rows = [to_row(item, self.keep_content) for item in batch]
+            rows = [self._row(item) for item in batch]
             with self.db.session() as session:
                 session.execute(sa.insert(HistoryRow), rows)
             return len(rows), 0, [], None
@@ -264,7 +269,7 @@ class HistoryWriter:
         written = refused = 0
         for index, item in enumerate(batch):
             try:
-                row = to_row(item, self.keep_content)
+                row = self._row(item)
                 with self.db.session() as session:
                     session.execute(sa.insert(HistoryRow), [row])
                 written += 1
@@ -275,6 +280,9 @@ class HistoryWriter:
                 self._failed("record refused", exc)
                 log.warning("history: dropped record %s: %s", item.record.request_id[:64], self.last_error)
         return written, refused, [], None
+
+    def _row(self, item: _Pending) -> dict[str, Any]:
+        return {**to_row(item, self.keep_content), "node": _clip(self.node, 64)}
 
     def prune(self) -> int:
         return prune(self.db, self.retention_days)
@@ -299,15 +307,34 @@ def _short(exc: BaseException) -> str:
 class HistoryQuery:
     model: str | None = None
     user: str | None = None  # principal id: a key id or a user name
-    status: str | None = None  # "200", "4xx", "error" (>= 400) or "ok" (< 400)
+    status: str | None = None  # "200", "4xx", "error" (>= 400 or an error noted) or "ok" (the others)
     dialect: str | None = None
     method: str | None = None  # GET, POST, ...
     path: str | None = None  # a prefix: "/api/chat", "/v1/"
     ui: bool = True  # False: leave out the web UI's own requests (see ui_request_filter)
+    node: str | None = None  # the node that answered (DESKML_NODE_NAME)
+    request_id: str | None = None  # every row of one request, on every node it passed through
+    row_id: int | None = None  # one row
     since: datetime | None = None
     until: datetime | None = None
     limit: int = 50
-    cursor: int | None = None  # rows with a smaller id than this (the previous page's last)
+    cursor: tuple[datetime, int] | None = None  # rows older than this (created_at, id): the previous page's last
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def encode_cursor(created_at: datetime, row_id: int) -> str:
+    """A page boundary as text: microseconds since 1970 and the row id ("1764934800123456-42")."""
+    when = created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC)
+    return f"{(when - _EPOCH) // timedelta(microseconds=1)}-{row_id}"
+
+
+def parse_cursor(text: str) -> tuple[datetime, int]:
+    micros, sep, row_id = text.strip().partition("-")
+    if not sep or not micros.isdigit() or not row_id.isdigit() or len(micros) > 17 or len(row_id) > 19:
+        raise BadRequest("cursor: pass the next_cursor of the previous page", param="cursor")
+    return _EPOCH + timedelta(microseconds=int(micros)), int(row_id)
 
 
 def parse_time(value: str, *, name: str) -> datetime:
@@ -341,10 +368,11 @@ def _parse_time(text: str) -> datetime:
 
 def _status_filter(status: str) -> Any:
     text = status.strip().lower()
+    # A stream that failed after its 200 went out, or whose client left, has an error but a 2xx status.
     if text == "error":
-        return HistoryRow.status >= 400
+        return sa.or_(HistoryRow.status >= 400, HistoryRow.error.is_not(None))
     if text == "ok":
-        return HistoryRow.status < 400
+        return sa.and_(HistoryRow.status < 400, HistoryRow.error.is_(None))
     if len(text) == 3 and text[0].isdigit() and text[1:] == "xx":
         low = int(text[0]) * 100
         return sa.and_(HistoryRow.status >= low, HistoryRow.status < low + 100)
@@ -353,11 +381,15 @@ def _status_filter(status: str) -> Any:
     raise BadRequest("status: use a code like 200, a class like 4xx, 'ok' or 'error'", param="status")
 
 
-def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[dict[str, Any]], int | None]:
-    """One page of history, newest first, and the cursor of the next page (None at the end)."""
+def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of history, newest first, and the cursor of the next page (None at the end).
+
+    Newest by `created_at` (when the request arrived), then by id: several nodes write to one database
+    and their rows reach it out of order, so insert order is not time order."""
     if not 1 <= q.limit <= 1000:
         raise BadRequest("limit must be between 1 and 1000", param="limit")
-    stmt = sa.select(HistoryRow).order_by(HistoryRow.id.desc()).limit(q.limit + 1)
+    stmt = (sa.select(HistoryRow).order_by(HistoryRow.created_at.desc(), HistoryRow.id.desc())
+            .limit(q.limit + 1))
     if q.model:
         stmt = stmt.where(HistoryRow.model == q.model)
     if q.user:
@@ -366,6 +398,12 @@ def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[
         stmt = stmt.where(_status_filter(q.status))
     if q.dialect:
         stmt = stmt.where(HistoryRow.dialect == q.dialect)
+    if q.node:
+        stmt = stmt.where(HistoryRow.node == q.node)
+    if q.request_id:
+        stmt = stmt.where(HistoryRow.request_id == q.request_id)
+    if q.row_id is not None:
+        stmt = stmt.where(HistoryRow.id == q.row_id)
     if q.method:
         stmt = stmt.where(HistoryRow.method == q.method.strip().upper())
     if q.path:
@@ -377,13 +415,16 @@ def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[
     if q.until:
         stmt = stmt.where(HistoryRow.created_at < q.until)
     if q.cursor is not None:
-        stmt = stmt.where(HistoryRow.id < q.cursor)
+        when, last = q.cursor
+        # Written so that every database can range-scan the (created_at, id) index on its first column.
+        stmt = stmt.where(HistoryRow.created_at <= when,
+                          sa.or_(HistoryRow.created_at < when, HistoryRow.id < last))
     with db.session() as session:
         rows = list(session.scalars(stmt))
     more = len(rows) > q.limit
     rows = rows[: q.limit]
     items = [row_dict(row, content) for row in rows]
-    return items, (rows[-1].id if more and rows else None)
+    return items, (encode_cursor(rows[-1].created_at, rows[-1].id) if more and rows else None)
 
 
 def row_dict(row: HistoryRow, content: bool = True) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deskml.api.errors import dialect_for_path, error_body
 from deskml.core.context import RequestRecord, reset_record, set_record
+from deskml.core.trace import annotate
 
 log = logging.getLogger("deskml.observe")
 
@@ -191,6 +192,7 @@ class Observe:
             request_id=request_id_from(headers), method=scope.get("method", ""), path=path,
             dialect=dialect_for_path(path), client=client[0] if client else "",
         )
+        annotate(record, headers)  # a router's claims (on whose behalf, health check): data, never authority
         mode = cache_mode_from(headers)
         if mode is not None:
             record.extra["cache_mode"] = mode

@@ -6,12 +6,13 @@ The auth middleware has already checked the scope by the time a handler runs.
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
 from deskml.api.admin import schemas as wire
-from deskml.core.errors import BadRequest, NotImplementedFeature
+from deskml.core.errors import NotImplementedFeature
 from deskml.services import history as hist
 from deskml.services.auth import AuthService, CredentialStore, KeyInfo, UserInfo, parse_scopes
 from deskml.services.db import Database
@@ -103,8 +104,11 @@ async def history(
     request: Request,
     model: str | None = None,
     user: str | None = Query(None, description="A key id or a user name."),
-    status: str | None = Query(None, description="200, 4xx, ok or error."),
+    status: str | None = Query(None, description="200, 4xx, ok or error (400 and up, or an error noted)."),
     dialect: str | None = None,
+    node: str | None = Query(None, description="The node that answered (its DESKML_NODE_NAME)."),
+    request_id: str | None = Query(None, description="Every row of one request, on each node it passed through."),
+    row: int | None = Query(None, alias="id", description="One row, by its id."),
     method: str | None = Query(None, description="GET, POST, DELETE, ..."),
     path: str | None = Query(None, description="Paths starting with this, e.g. /api/chat or /v1/."),
     since: str | None = Query(None, description="ISO time, Unix seconds, or '1h' / '7d' ago."),
@@ -118,18 +122,14 @@ async def history(
     db: Database = request.app.state.db
     q = hist.HistoryQuery(
         model=model, user=user, status=status, dialect=dialect, method=method, path=path, limit=limit, ui=ui,
+        node=node, request_id=request_id, row_id=row,
         since=hist.parse_time(since, name="since") if since else None,
         until=hist.parse_time(until, name="until") if until else None,
         cursor=_cursor(cursor),
     )
     items, next_cursor = await asyncio.to_thread(hist.query, db, q, content=content)
-    return wire.HistoryPage(items=[wire.HistoryItem(**i) for i in items],
-                            next_cursor=None if next_cursor is None else str(next_cursor))
+    return wire.HistoryPage(items=[wire.HistoryItem(**i) for i in items], next_cursor=next_cursor)
 
 
-def _cursor(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise BadRequest("cursor: pass the next_cursor of the previous page", param="cursor")
-    return int(value)
+def _cursor(value: str | None) -> tuple[datetime, int] | None:
+    return hist.parse_cursor(value) if value else None

@@ -82,6 +82,7 @@ class HistoryItem(BaseModel):
     status: int
     model: str | None
     backend: str | None
+    node: str | None = Field(None, description="The node that answered (DESKML_NODE_NAME); null on older rows.")
     principal_id: str | None
     principal_kind: str | None
     client: str | None

@@ -81,7 +81,8 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
     req = tr.chat_request(body)
     stream = _wants_stream(request, body.stream)
     if not req.messages:
-        done = await (service.unload(req.model) if req.keep_alive == 0 else service.load(req.model, req.keep_alive))
+        done = await (service.unload(req.model) if req.keep_alive == 0
+                      else service.load(req.model, req.keep_alive, req.num_ctx))
         return _json(tr.chat_final(done.model, done))
 
     events = service.chat(req)
@@ -117,7 +118,8 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
     req = tr.generate_request(body)
     stream = _wants_stream(request, body.stream)
     if not req.prompt and not req.images and not req.suffix:
-        done = await (service.unload(req.model) if req.keep_alive == 0 else service.load(req.model, req.keep_alive))
+        done = await (service.unload(req.model) if req.keep_alive == 0
+                      else service.load(req.model, req.keep_alive, req.num_ctx))
         return _json(tr.generate_final(done.model, done))
 
     events = service.generate(req)
@@ -141,12 +143,7 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
 
 @router.post("/api/embed")
 async def embed(body: wire.EmbedRequest, request: Request) -> Response:
-    tr.log_extras(body)
-    _sampling, num_ctx = tr._options(body.options)
-    req = core.EmbedRequest(
-        model=body.model, inputs=tr.embed_inputs(body.input), truncate=body.truncate is not False,
-        dimensions=body.dimensions, keep_alive=tr.keep_alive(body.keep_alive), num_ctx=num_ctx,
-    )
+    req = tr.embed_request(body)
     result = await until_disconnected(request, _inference(request).embed(req))
     return _json({
         "model": result.model,
@@ -159,9 +156,7 @@ async def embed(body: wire.EmbedRequest, request: Request) -> Response:
 
 @router.post("/api/embeddings")
 async def embeddings(body: wire.EmbeddingsRequest, request: Request) -> Response:
-    tr.log_extras(body)
-    inputs = [body.prompt] if body.prompt else []
-    req = core.EmbedRequest(model=body.model, inputs=inputs, keep_alive=tr.keep_alive(body.keep_alive))
+    req = tr.embeddings_request(body)
     result = await until_disconnected(request, _inference(request).embed(req))
     return _json({"embedding": result.embeddings[0] if result.embeddings else []})
 

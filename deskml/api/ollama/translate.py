@@ -16,6 +16,7 @@ from deskml.core import types as core
 from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
+from deskml.core.validate import check_unicode
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
 from deskml.runtime.inference import split_options
@@ -98,6 +99,7 @@ def _top_logprobs(value: int | None) -> int:
 
 def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
     log_extras(req)
+    check_unicode(req)
     sampling, num_ctx = _options(req.options)
     tools = [
         core.Tool(
@@ -123,6 +125,7 @@ def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
 
 def generate_request(req: wire.GenerateRequest) -> core.GenerateRequest:
     log_extras(req)
+    check_unicode(req)
     sampling, num_ctx = _options(req.options)
     return core.GenerateRequest(
         model=req.model,
@@ -146,6 +149,27 @@ def embed_inputs(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
     return [value] if isinstance(value, str) else list(value)
+
+
+def embed_request(req: wire.EmbedRequest) -> core.EmbedRequest:
+    log_extras(req)
+    check_unicode(req)
+    _sampling, num_ctx = _options(req.options)
+    if req.dimensions is not None and req.dimensions <= 0:
+        raise BadRequest("dimensions must be positive", param="dimensions")
+    return core.EmbedRequest(
+        model=req.model, inputs=embed_inputs(req.input), truncate=req.truncate is not False,
+        dimensions=req.dimensions, keep_alive=keep_alive(req.keep_alive), num_ctx=num_ctx,
+    )
+
+
+def embeddings_request(req: wire.EmbeddingsRequest) -> core.EmbedRequest:
+    """The older `/api/embeddings`: one prompt, one vector."""
+    log_extras(req)
+    check_unicode(req)
+    _sampling, num_ctx = _options(req.options)
+    return core.EmbedRequest(model=req.model, inputs=[req.prompt] if req.prompt else [],
+                             keep_alive=keep_alive(req.keep_alive), num_ctx=num_ctx)
 
 
 # responses -------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from deskml.api.openai import schemas as wire
 from deskml.core import types as core
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
+from deskml.core.validate import INT32_MAX, check_unicode, sampling_options
 
 log = logging.getLogger("deskml.api.openai")
 
@@ -63,15 +64,17 @@ def _logit_bias(value: dict[str, float] | None) -> dict[int, float] | None:
         raise BadRequest("logit_bias keys must be token ids", param="logit_bias") from None
 
 
-def sampling(req: wire._Sampling, max_tokens: int | None) -> core.SamplingOptions:
-    if max_tokens is not None and max_tokens < 1:
-        raise BadRequest("max_tokens must be at least 1", param="max_tokens")
-    return core.SamplingOptions(
-        temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, min_p=req.min_p,
-        repeat_penalty=req.repeat_penalty, presence_penalty=req.presence_penalty,
-        frequency_penalty=req.frequency_penalty, seed=req.seed, num_predict=max_tokens,
-        stop=_stop(req.stop), logit_bias=_logit_bias(req.logit_bias),
-    )
+def sampling(req: wire._Sampling, max_tokens: int | None, max_name: str = "max_tokens") -> core.SamplingOptions:
+    """Core sampling options; `max_name` is the field `max_tokens` came from (for error messages)."""
+    if max_tokens is not None and not 1 <= max_tokens <= INT32_MAX:
+        raise BadRequest(f"{max_name} must be between 1 and {INT32_MAX}, not {max_tokens}", param=max_name)
+    values = {
+        "temperature": req.temperature, "top_p": req.top_p, "top_k": req.top_k, "min_p": req.min_p,
+        "repeat_penalty": req.repeat_penalty, "presence_penalty": req.presence_penalty,
+        "frequency_penalty": req.frequency_penalty, "seed": req.seed, "num_predict": max_tokens,
+        "stop": _stop(req.stop), "logit_bias": _logit_bias(req.logit_bias),
+    }
+    return sampling_options(values, {"num_predict": max_name})
 
 
 def data_url_image(url: str, where: str) -> bytes:
@@ -184,17 +187,21 @@ def tool_choice(req: wire.ChatCompletionRequest) -> core.ToolChoice:
 
 def chat_request(req: wire.ChatCompletionRequest) -> core.ChatRequest:
     log_extras(req)
+    check_unicode(req)
     _check_n(req.n)
     if not req.messages:
         raise BadRequest("messages must not be empty", param="messages")
     top = req.top_logprobs or 0
     if not 0 <= top <= core.MAX_TOP_LOGPROBS:
         raise BadRequest(f"top_logprobs must be between 0 and {core.MAX_TOP_LOGPROBS}", param="top_logprobs")
-    max_tokens = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    if req.max_completion_tokens is not None:
+        max_tokens, max_name = req.max_completion_tokens, "max_completion_tokens"
+    else:
+        max_tokens, max_name = req.max_tokens, "max_tokens"
     return core.ChatRequest(
         model=req.model,
         messages=[message(m, i) for i, m in enumerate(req.messages)],
-        options=sampling(req, max_tokens),
+        options=sampling(req, max_tokens, max_name),
         format=response_format(req.response_format),
         tools=tools(req),
         tool_choice=tool_choice(req),
@@ -218,6 +225,7 @@ def text_inputs(value: wire.TextInput | None, param: str) -> list[str]:
 def completion_requests(req: wire.CompletionRequest) -> list[core.GenerateRequest]:
     """One raw (untemplated) generation per prompt: a list of prompts gives one choice each."""
     log_extras(req)
+    check_unicode(req)
     _check_n(req.n, req.best_of)
     prompts = text_inputs(req.prompt, "prompt")
     if not prompts:
@@ -238,6 +246,7 @@ def completion_requests(req: wire.CompletionRequest) -> list[core.GenerateReques
 
 def embed_request(req: wire.EmbeddingRequest) -> core.EmbedRequest:
     log_extras(req)
+    check_unicode(req)
     inputs = text_inputs(req.input, "input")
     if not inputs or any(text == "" for text in inputs):
         raise BadRequest("input must be a non-empty string or a list of non-empty strings", param="input")

@@ -40,8 +40,8 @@ export function mount(view) {
 
   const body = h("tbody", {});
   const table = h("div", { class: "table-wrap" }, h("table", { class: "history-table" },
-    h("thead", {}, h("tr", {}, ["Time", "Request", "Status", "Model", "User", "Duration", "TTFT", "Tokens"].map((t, i) =>
-      h("th", { text: t, class: i >= 5 ? "num" : i === 4 ? "hide-phone" : "" })))), body));
+    h("thead", {}, h("tr", {}, ["Time", "Request", "Status", "Model", "Node", "User", "Duration", "TTFT", "Tokens"].map((t, i) =>
+      h("th", { text: t, class: i >= 6 ? "num" : i >= 4 ? "hide-phone" : "" })))), body));
   const more = h("button", { type: "button", class: "button", text: "Load older", hidden: true, onclick: () => load(false) });
   const state = h("div", { "aria-live": "polite" });
   const detail = h("section", { class: "card history-detail", hidden: true, "aria-label": "Request details", tabindex: "-1" });
@@ -79,6 +79,7 @@ export function mount(view) {
       h("td", { class: "mono small" }, h("span", { class: "muted", text: `${item.method} ` }), item.path),
       h("td", {}, statusBadge(item.status)),
       h("td", { class: "mono small", text: item.model || "" }),
+      h("td", { class: "small hide-phone", text: item.node || "" }),
       h("td", { class: "small hide-phone", text: item.principal_id || "" }),
       h("td", { class: "num small nowrap", text: fmtNs(item.duration_ns) }),
       h("td", { class: "num small nowrap", text: item.ttft_ns ? fmtNs(item.ttft_ns) : "" }),
@@ -97,8 +98,8 @@ export function mount(view) {
     clear(detail, spinner("Loading the request"));
     let full = item;
     try {
-      // the list leaves content out; fetch this one request with it (its id is the cursor just above it)
-      const q = new URLSearchParams({ limit: "1", cursor: String(item.id + 1), content: withContent.checked ? "true" : "false" });
+      // the list leaves content out; fetch this one row with it
+      const q = new URLSearchParams({ limit: "1", id: String(item.id), content: withContent.checked ? "true" : "false" });
       const page = await api.get(`/api/history?${q}`);
       if (page.items[0]?.id === item.id) full = page.items[0];
     } catch (error) {
@@ -116,6 +117,9 @@ export function mount(view) {
         fact("Request id", full.request_id), fact("Time", fmtTime(full.created_at)), fact("Status", String(full.status)),
         fact("Model", full.model || "–"), fact("Dialect", full.dialect), fact("Caller", `${full.principal_kind || ""} ${full.principal_id || "anonymous"}`),
         fact("Client", full.client || ""), fact("Cache", full.cache || "–"),
+        fact("Node", `${full.node || "–"} · ${full.backend || "–"}`),
+        // a router's word for its own caller: data, not who authenticated
+        full.extra?.via_principal ? fact("On behalf of", `${full.extra.via_principal} (as the caller above claims)`) : null,
         fact("Tokens", `${full.prompt_tokens} prompt · ${full.completion_tokens} completion${tps ? ` · ${tps} tok/s` : ""}`)),
       h("h3", { text: "Timings" }),
       h("dl", { class: "facts" }, timings.map(([k, v]) => fact(k, v ? fmtNs(v) : "–"))),
