@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from types import FrameType
 
@@ -26,22 +27,47 @@ from deskml.settings import Settings
 
 log = logging.getLogger("deskml")
 
+_FORCED_SHUTDOWN_SECONDS = 5.0
+
 
 class DrainingServer(uvicorn.Server):
-    """uvicorn's server, telling the app's drain when SIGTERM/SIGINT arrives: uvicorn stops accepting
-    and waits for open connections; the drain gives running requests `shutdown_grace` seconds and
-    then ends their streams with a final error line, so no client is left hanging."""
+    """uvicorn's server, telling the app's drain when a signal arrives.
 
-    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float) -> None:
+    uvicorn stops accepting and waits for open connections; the drain gives running requests a grace
+    period and then ends their streams with a final error line, so no client is left hanging. SIGTERM
+    (systemd, Docker) gives `shutdown_grace`; Ctrl-C (SIGINT) means someone is waiting at a terminal, so
+    it gives `interrupt_grace`: a reply can be asked again, and jobs go back to the queue either way.
+    A second signal ends the streams at once; the app's own shutdown (jobs requeued, history flushed,
+    models unloaded) still runs, so the exit is clean rather than a cancelled lifespan's traceback."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, grace: float, interrupt_grace: float) -> None:
         super().__init__(config)
         self.deskml_app = app
         self.grace = grace
+        self.interrupt_grace = interrupt_grace
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         drain = getattr(self.deskml_app.state, "drain", None)
         if drain is not None:
-            drain.begin(0.0 if self.should_exit else self.grace)  # a second signal: end streams now
+            if self.should_exit:
+                drain.begin(0.0, "asked again")  # a second signal: end streams now
+            elif sig == signal.SIGINT:
+                drain.begin(self.interrupt_grace, "Ctrl-C; press it again to stop at once")
+            else:
+                drain.begin(self.grace, signal.Signals(sig).name)
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().shutdown(sockets)
+        lifespan = getattr(self, "lifespan", None)
+        if self.force_exit and lifespan is not None and not lifespan.shutdown_event.is_set():
+            # uvicorn skips the app's shutdown on a forced exit; the lifespan task would then be
+            # cancelled mid-wait (a traceback) and running jobs would not be handed back.
+            try:
+                await asyncio.wait_for(lifespan.shutdown(), _FORCED_SHUTDOWN_SECONDS)
+            except TimeoutError:
+                log.warning("the app's shutdown took over %ss; exiting without waiting for it",
+                            _FORCED_SHUTDOWN_SECONDS)
 
 
 def _exit_quietly_after_shutdown() -> None:
@@ -60,12 +86,22 @@ def banner(settings: Settings, loaded: list[str]) -> str:
     lines.append(f"  default model: {settings.default_model}")
     lines.append(f"  loaded: {', '.join(loaded) or 'none yet (models load on first use)'}")
     lines.append("  APIs: Ollama /api/*, OpenAI /v1/*")
+    # 0.0.0.0 is not an address a browser can open: this machine reaches the server on loopback
+    local = "127.0.0.1" if bind in {"0.0.0.0", ""} else "[::1]" if bind == "::" else shown
+    lines.append(f"  web UI: {scheme}://{local}:{settings.port}/ui")
     if not is_loopback(bind):
-        urls = [f"{scheme}://{ip}:{settings.port}" for ip in lan_addresses()]
+        lan = lan_addresses() if bind in {"0.0.0.0", "::", ""} else [bind]
+        urls = [f"{scheme}://{_bracket(ip)}:{settings.port}" for ip in lan]
         lines.append("  from a phone on this network use: " + (", ".join(urls) or "(no LAN address found)"))
+        if urls:
+            lines.append("  web UI from another device: " + ", ".join(f"{url}/ui" for url in urls))
     else:
         lines.append("  loopback only: other devices cannot connect (use --host 0.0.0.0 to share on the LAN)")
     return "\n".join(lines)
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def run_server(settings: Settings) -> int:
@@ -119,7 +155,7 @@ def run_server(settings: Settings) -> int:
         ssl_certfile=str(settings.tls_cert.expanduser()) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key.expanduser()) if settings.tls_key else None,
     )
-    server = DrainingServer(config, app, settings.shutdown_grace)
+    server = DrainingServer(config, app, settings.shutdown_grace, settings.interrupt_grace)
     _exit_quietly_after_shutdown()
     server.run()
     return 0 if server.started else 1

@@ -224,8 +224,12 @@ class Settings(BaseSettings):
     )
     tls_key: Path | None = Field(None, description="Private key (PEM) for DESKML_TLS_CERT.")
     shutdown_grace: float = Field(
-        30.0, description="Seconds in-flight requests get to finish after SIGTERM/SIGINT before their streams "
-        "are ended with an error."
+        30.0, ge=0, description="Seconds in-flight requests get to finish after SIGTERM (systemd, Docker, "
+        "Kubernetes) before their streams are ended with an error line."
+    )
+    interrupt_grace: float = Field(
+        2.0, ge=0, description="Seconds in-flight requests get after Ctrl-C (SIGINT) before their streams are "
+        "ended with an error line; a second Ctrl-C ends them at once. Running jobs go back to the queue."
     )
     broker_url: str | None = Field(
         None, description="Celery broker (redis://host:6379/N or amqp://user:pass@host:5672//) for background "

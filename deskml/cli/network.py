@@ -26,7 +26,8 @@ def _settings(host: str | None, port: int | None) -> Settings:
 
 
 def pair(
-    name: str = typer.Option("phone", "--name", "-n", help="What the device is: names its API key."),
+    name: str | None = typer.Option(
+        None, "--name", "-n", help="What the device is: names its API key (default: phone, or phone-2… if taken)."),
     scopes: str = typer.Option("inference", help="Scopes of the key: inference, models, admin or all."),
     host: str | None = typer.Option(None, help="The address the server binds (default DESKML_HOST)."),
     port: int | None = typer.Option(None, help="The server's port (default DESKML_PORT)."),
@@ -40,12 +41,14 @@ def pair(
     from deskml.cli.admin import _guard, _store
     from deskml.services import pairing
     from deskml.services.auth import parse_scopes
-    from deskml.services.netinfo import is_loopback
 
     settings = _settings(host, port)
     key: str | None = None
     if not no_key:
-        info, key = _guard(_store().create_key, name, _guard(parse_scopes, scopes), None)
+        store = _store()
+        if name is None:
+            name = pairing.free_key_name({k.name for k in store.list_keys()})
+        info, key = _guard(store.create_key, name, _guard(parse_scopes, scopes), None)
         err.print(f"Created key [bold]{info.name}[/bold] (id {info.id}, scopes {', '.join(sorted(info.scopes))}); "
                   f"revoke it with: deskml keys revoke {info.id}")
     payload = pairing.build_payload(settings, key, url)
@@ -53,8 +56,12 @@ def pair(
         png.write_bytes(pairing.qr_png(payload))
     if svg is not None:
         svg.write_text(pairing.qr_svg(payload), "utf-8")
+    warning = pairing.reachability_warning(settings, payload)
     if as_json:
-        print(pairing.payload_text(payload))
+        if warning is None:
+            print(pairing.payload_text(payload))
+        else:  # the QR code never carries it; a script reading the JSON learns why there is no URL
+            print(json.dumps({**payload.model_dump(), "warning": warning}, ensure_ascii=False))
         return
     sys.stdout.write(pairing.qr_terminal(payload))
     console.print("Scan this with the app. It carries:")
@@ -64,11 +71,8 @@ def pair(
         console.print(f"  TLS certificate SHA-256: {payload.tls.sha256}")
     if key:
         console.print("  the API key (shown only in the code)")
-    if is_loopback(settings.host):
-        err.print(f"[yellow]Note:[/yellow] DESKML_HOST is {settings.host}: a phone cannot reach it. Start the "
-                  "server with --host 0.0.0.0 (or pass --host here to say how it runs).")
-    elif not payload.urls:
-        err.print("[yellow]Note:[/yellow] no LAN address found: connect this computer to the phone's network.")
+    if warning is not None:
+        err.print(f"[yellow]Note:[/yellow] {warning['reason']}: {warning['fix']}.", markup=True, highlight=False)
 
 
 def discover(

@@ -210,16 +210,25 @@ class Database:
     def migrate(self, revision: str = "head") -> None:
         """Bring the schema to `revision`, holding a database-wide lock so that two servers
         starting together do not both create the tables."""
-        from alembic import command
-
-        # Alembic narrates each step at INFO; deskml's own log says what matters.
+        # Alembic narrates each step at INFO, and its plugins announce themselves when it is first
+        # imported (hence before the import): deskml says once what changed, and nothing when nothing did.
         if not log.isEnabledFor(logging.DEBUG):
             logging.getLogger("alembic").setLevel(logging.WARNING)
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+
         try:
             with self.engine.begin() as conn, _migration_lock(conn):
+                before = MigrationContext.configure(conn).get_current_revision()
                 command.upgrade(alembic_config(conn), revision)
+                after = MigrationContext.configure(conn).get_current_revision()
         except sa.exc.OperationalError as exc:
             raise DatabaseError(f"cannot reach the database {redacted(self.url)}: {exc.orig}") from exc
+        if after != before:
+            if before is None:
+                log.info("database %s: created the schema (revision %s)", redacted(self.url), after)
+            else:
+                log.info("database %s: schema migrated from revision %s to %s", redacted(self.url), before, after)
 
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext

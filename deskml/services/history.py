@@ -311,6 +311,7 @@ class HistoryQuery:
     dialect: str | None = None
     method: str | None = None  # GET, POST, ...
     path: str | None = None  # a prefix: "/api/chat", "/v1/"
+    ui: bool = True  # False: leave out the web UI's own requests (see ui_request_filter)
     node: str | None = None  # the node that answered (DESKML_NODE_NAME)
     request_id: str | None = None  # every row of one request, on every node it passed through
     row_id: int | None = None  # one row
@@ -407,6 +408,8 @@ def query(db: Database, q: HistoryQuery, *, content: bool = True) -> tuple[list[
         stmt = stmt.where(HistoryRow.method == q.method.strip().upper())
     if q.path:
         stmt = stmt.where(HistoryRow.path.startswith(q.path, autoescape=True))
+    if not q.ui:
+        stmt = stmt.where(sa.not_(ui_request_filter()))
     if q.since:
         stmt = stmt.where(HistoryRow.created_at >= q.since)
     if q.until:
@@ -434,3 +437,13 @@ def row_dict(row: HistoryRow, content: bool = True) -> dict[str, Any]:
         item["input"] = json.loads(row.input) if row.input is not None else None
         item["output"] = json.loads(row.output) if row.output is not None else None
     return item
+
+
+UI_PATHS = ("/", "/ui", "/favicon.ico")
+
+
+def ui_request_filter() -> sa.ColumnElement[bool]:
+    """Rows of the web UI's own making: its fetches (marked `X-Deskml-Client: ui`, kept in extra as
+    client_app) and the page and its files, which a browser fetches without the mark."""
+    marked = sa.func.coalesce(HistoryRow.extra["client_app"].as_string(), "") == "ui"
+    return sa.or_(marked, HistoryRow.path.in_(UI_PATHS), HistoryRow.path.startswith("/ui/"))

@@ -51,6 +51,11 @@ def request_id_from(headers: list[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
+def is_ui_request(headers: list[tuple[bytes, bytes]]) -> bool:
+    """The web UI marks its own fetches (`X-Deskml-Client: ui`) so that the history can hide its polling."""
+    return any(key == b"x-deskml-client" and value.strip().lower() == b"ui" for key, value in headers)
+
+
 def cache_mode_from(headers: list[tuple[bytes, bytes]]) -> str | None:
     """'off' (neither read nor store), 'refresh' (skip the lookup, store the fresh reply) or None."""
     mode: str | None = None
@@ -85,22 +90,25 @@ class Drain:
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
 
-    def begin(self, grace: float) -> None:
-        """Stop admitting requests; after `grace` seconds cancel those still running. Thread-safe."""
+    def begin(self, grace: float, reason: str = "") -> None:
+        """Stop admitting requests; after `grace` seconds cancel those still running. Thread-safe (a
+        signal handler calls it), so the work happens on the loop."""
         loop = self._loop
         if loop is None:
             return
-        loop.call_soon_threadsafe(self._begin, grace)
+        loop.call_soon_threadsafe(self._begin, grace, reason)
 
-    def _begin(self, grace: float) -> None:
+    def _begin(self, grace: float, reason: str = "") -> None:
+        why = f" ({reason})" if reason else ""
         if self.draining:
             if grace <= 0 and not self.expired:  # asked again: stop waiting
+                log.info("shutting down now%s", why)
                 self.close()
                 self._expire()
             return
         self.draining = True
         if self.active:
-            log.info("shutting down: %d request(s) in flight get %.0fs to finish", len(self.active), grace)
+            log.info("shutting down%s: %d request(s) in flight get %gs to finish", why, len(self.active), grace)
         assert self._loop is not None
         self._timer = self._loop.call_later(max(0.0, grace), self._expire)
 
@@ -188,6 +196,8 @@ class Observe:
         mode = cache_mode_from(headers)
         if mode is not None:
             record.extra["cache_mode"] = mode
+        if is_ui_request(headers):
+            record.extra["client_app"] = "ui"
         token = set_record(record)
         drain: Drain | None = getattr(state, "drain", None)
         started = complete = gone = False

@@ -55,6 +55,29 @@ def server_urls(settings: Settings, extra: list[str] | None = None) -> list[str]
     return [*(extra or []), *urls]
 
 
+def free_key_name(taken: set[str], base: str = "phone") -> str:
+    """`base`, or `base-2`, `base-3`… whichever no active key has: pairing twice (or pairing after
+    `deskml keys create --name phone`) must not fail on the name alone."""
+    if base not in taken:
+        return base
+    n = 2
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"
+
+
+def reachability_warning(settings: Settings, payload: PairPayload) -> dict[str, str] | None:
+    """Why a phone could not use this payload and what to do, or None when it can."""
+    if payload.urls:
+        return None
+    if is_loopback(settings.host):
+        return {"reason": f"the server binds {settings.host} (DESKML_HOST), which a phone cannot reach",
+                "fix": "start the server with `deskml serve --host 0.0.0.0` (and pass --host 0.0.0.0 to "
+                       "`deskml pair`), or give a reachable address with --url"}
+    return {"reason": "no LAN address found on this computer",
+            "fix": "connect this computer to the phone's network, or give a reachable address with --url"}
+
+
 def certificate_fingerprint(settings: Settings) -> str | None:
     if settings.tls_cert is None:
         return None

@@ -18,7 +18,8 @@ router = APIRouter()
 
 
 class PairRequest(BaseModel):
-    name: str = Field(description="What the device is, e.g. 'pixel-8': names the new API key.")
+    name: str | None = Field(None, description="What the device is, e.g. 'pixel-8': names the new API key "
+                             "(default: 'phone', or 'phone-2'… when taken).")
     scopes: str | list[str] = Field("inference", description="Scopes of the key: inference, models, admin or all.")
     urls: list[str] = Field(default_factory=list, description="Extra URLs to put first (e.g. a DNS name).")
 
@@ -38,7 +39,11 @@ async def pair(body: PairRequest, request: Request) -> PairResponse:
     key_id: str | None = None
     if getattr(state, "auth", None) is not None:
         scopes = parse_scopes(body.scopes)
-        info, key = await asyncio.to_thread(CredentialStore(state.db).create_key, body.name, scopes, None)
+        store = CredentialStore(state.db)
+        name = body.name
+        if name is None:
+            name = pairing.free_key_name({k.name for k in await asyncio.to_thread(store.list_keys)})
+        info, key = await asyncio.to_thread(store.create_key, name, scopes, None)
         key_id = info.id
     payload = pairing.build_payload(state.settings, key, body.urls)
     png = base64.b64encode(pairing.qr_png(payload)).decode()

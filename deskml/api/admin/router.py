@@ -116,10 +116,12 @@ async def history(
     limit: int = 50,
     cursor: str | None = None,
     content: bool = Query(True, description="Include request input and output."),
+    ui: bool = Query(True, description="Include the web UI's own requests (its polling, marked with "
+                     "'X-Deskml-Client: ui', and the page and its files); the History page sends ui=false."),
 ) -> wire.HistoryPage:
     db: Database = request.app.state.db
     q = hist.HistoryQuery(
-        model=model, user=user, status=status, dialect=dialect, method=method, path=path, limit=limit,
+        model=model, user=user, status=status, dialect=dialect, method=method, path=path, limit=limit, ui=ui,
         node=node, request_id=request_id, row_id=row,
         since=hist.parse_time(since, name="since") if since else None,
         until=hist.parse_time(until, name="until") if until else None,

@@ -114,7 +114,7 @@ export const connection = {
     clearTimeout(this.timer);
     clearInterval(this.countdown);
     try {
-      const response = await fetch("/api/version", { cache: "no-store" });
+      const response = await fetch("/api/version", { cache: "no-store", headers: UI_HEADER });
       if (response.ok) { this.restore(); return; }
     } catch { /* still down */ }
     this.attempt += 1;
@@ -134,6 +134,8 @@ export const connection = {
 };
 
 // requests ---------------------------------------------------------------------------------------
+// Marks the UI's own requests: the History page hides them (GET /api/history?ui=false) unless asked.
+const UI_HEADER = { "X-Deskml-Client": "ui" };
 let refreshing = null;
 
 async function refreshTokens() {
@@ -141,7 +143,7 @@ async function refreshTokens() {
   refreshing ??= (async () => {
     try {
       const response = await fetch("/login/refresh", {
-        method: "POST", headers: { "Content-Type": "application/json" },
+        method: "POST", headers: { "Content-Type": "application/json", ...UI_HEADER },
         body: JSON.stringify({ refresh_token: session.refresh }),
       });
       if (!response.ok) return false;
@@ -162,6 +164,7 @@ async function refreshTokens() {
  */
 export async function request(path, { method = "GET", json, body, headers = {}, signal, retry = true } = {}) {
   const hdrs = new Headers(headers);
+  hdrs.set("X-Deskml-Client", "ui"); // the history hides the UI's own polling unless asked
   const credential = session.credential();
   if (credential) hdrs.set("Authorization", `Bearer ${credential}`);
   let payload = body;

@@ -28,12 +28,15 @@ export function mount(view) {
   const status = select(STATUS, "");
   const since = select(SINCE, "");
   const withContent = h("input", { type: "checkbox", checked: true });
+  // the UI's own polling (/api/ps, /api/tags, /metrics…) and its page would bury real requests
+  const showUi = h("input", { type: "checkbox", name: "show-ui" });
   const filters = h("form", { class: "row filters" },
     h("div", { class: "grow" }, field("Model", model)), h("div", { class: "grow" }, field("User", user)),
     h("div", { class: "grow" }, field("Status", status)), h("div", { class: "grow" }, field("Since", since)),
+    h("label", { class: "check" }, showUi, h("span", { text: "Show the web UI's own requests" })),
     h("button", { type: "submit", class: "primary", text: "Filter" }));
   filters.addEventListener("submit", (event) => { event.preventDefault(); load(true); });
-  for (const el of [status, since]) el.addEventListener("change", () => load(true));
+  for (const el of [status, since, showUi]) el.addEventListener("change", () => load(true));
 
   const body = h("tbody", {});
   const table = h("div", { class: "table-wrap" }, h("table", { class: "history-table" },
@@ -49,6 +52,7 @@ export function mount(view) {
     if (user.value.trim()) q.set("user", user.value.trim());
     if (status.value) q.set("status", status.value);
     if (since.value) q.set("since", since.value);
+    if (!showUi.checked) q.set("ui", "false");
     if (!reset && cursor) q.set("cursor", cursor);
     return q;
   }

@@ -5,6 +5,8 @@ import { LineChart, fmtValue } from "../chart.js";
 import { clear, errorBox, fmtBytes, h } from "../dom.js";
 
 const INTERVAL_MS = 2000;
+// Rates need two scrapes: the second comes this soon after the first, so no chart starts empty.
+const FIRST_GAP_MS = 400;
 const LINE = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/;
 const LABEL = /([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g;
 
@@ -110,6 +112,8 @@ export function mount(view) {
     };
     const queued = sum(metrics, "deskml_queued_requests");
     const running = sum(metrics, "deskml_running_requests");
+    // the average since the server started: what is known before (or between) requests
+    const ttftAverage = now.ttftCount > 0 ? (now.ttftSum / now.ttftCount) * 1000 : null;
     if (previous) {
       const dt = (t - previous.t) / 1000;
       const dCount = now.ttftCount - previous.ttftCount;
@@ -123,6 +127,9 @@ export function mount(view) {
       chart.draw();
       latest.textContent = def.series.map((s, i) => fmtValue(chart.latest(i), def.unit)).join(" / ");
     }
+    if (charts.ttft.chart.latest(0) === null && ttftAverage !== null) {
+      showTtftSinceStart(ttftAverage);
+    }
 
     const hits = sum(metrics, "deskml_cache_requests_total", (l) => l.result === "hit");
     const misses = sum(metrics, "deskml_cache_requests_total", (l) => l.result === "miss");
@@ -135,7 +142,8 @@ export function mount(view) {
       tile("requests served", Math.round(now.req).toLocaleString()),
       tile("tokens generated", Math.round(now.tokens).toLocaleString()),
       tile("latency p50 / p95", p50 === null ? "–" : `${fmtValue(p50 * 1000, "")} / ${fmtValue(p95 * 1000, "ms")}`),
-      tile("TTFT p95", ttft95 === null ? "–" : fmtValue(ttft95 * 1000, "ms")),
+      tile("TTFT average / p95", ttft95 === null || ttftAverage === null ? "–"
+        : `${fmtValue(ttftAverage, "")} / ${fmtValue(ttft95 * 1000, "ms")}`),
       tile("cache hit ratio", hits + misses ? `${Math.round((hits / (hits + misses)) * 100)}%` : "–"));
 
     const memory = metrics.get("deskml_model_memory_bytes") || [];
@@ -157,7 +165,11 @@ export function mount(view) {
     status, tiles,
     h("div", { class: "grid charts" }, chartCards),
     h("section", { class: "card section-gap", "aria-label": "Loaded models" }, h("h2", { text: "Loaded models" }), models));
-  poll();
+  function showTtftSinceStart(average) {
+    charts.ttft.latest.textContent = `${fmtValue(average, "ms")} since start`;
+  }
+
+  poll().then(() => { if (!disposed) setTimeout(() => { if (!disposed) poll(); }, FIRST_GAP_MS); });
   timer = setInterval(() => { if (!document.hidden) poll(); }, INTERVAL_MS);
 
   return () => {
