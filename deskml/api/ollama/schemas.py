@@ -154,6 +154,8 @@ class ListModel(BaseModel):
     size: int
     digest: str
     details: ModelDetails
+    # deskml extra: the job the model does (llm, embedding, asr, tts, classify, ocr, detect, image, ...)
+    kind: str = "llm"
 
 
 class ListResponse(BaseModel):
@@ -191,6 +193,7 @@ class ShowResponse(BaseModel):
     capabilities: list[str]
     modified_at: str
     messages: list[dict[str, Any]] | None = None
+    kind: str = "llm"  # deskml extra, as in /api/tags
 
 
 class VersionResponse(BaseModel):
