@@ -47,24 +47,23 @@ def model_hint(name: str, state: Any, limit: int = 3) -> str:
         if pool[match] not in close:
             close.append(pool[match])
     close = close[:limit]
-    parts: list[str] = []
-    if close:
-        parts.append(f"did you mean {' or '.join(repr(c) for c in close)}?")
+    hint = f"did you mean {' or '.join(close)}?" if close else ""
+    pull = ""
     hub = getattr(state, "hub", None)
     catalog = getattr(hub, "catalog", None)
     if catalog is not None:
         entry = catalog.get(name)
         if entry is not None:
-            parts.append(f"it is in the catalog: deskml pull {entry.name}")
+            pull = f"{entry.name} is in the catalog: deskml pull {entry.name}"
         else:
             here = set(pool.values())
             pullable = [n for n in catalog.suggest(name, limit) if n not in here]
             if pullable:
-                parts.append(f"to get one from the catalog: deskml pull {pullable[0]}"
-                             + (f" (or {', '.join(pullable[1:])})" if pullable[1:] else ""))
-    if not close and not parts:
-        parts.append("`deskml list` shows the installed models, `deskml search WORD` the catalog")
-    return "; ".join(parts)
+                pull = f"{'or pull' if close else 'pull'} one from the catalog: deskml pull {pullable[0]}" + (
+                    f" (or {', '.join(pullable[1:])})" if pullable[1:] else "")
+    if not hint and not pull:
+        return "`deskml list` shows the installed models, `deskml search WORD` the catalog"
+    return " ".join(p for p in (hint, pull) if p)
 
 
 def with_hints(exc: ModelNotFound, state: Any) -> ModelNotFound:
