@@ -177,7 +177,7 @@ async def tags(request: Request) -> wire.ListResponse:
         models.append(wire.ListModel(
             name=entry.name, model=entry.name, modified_at=tr.timestamp(entry.modified_at), size=entry.size,
             digest=tr.short_digest(entry.digest), details=tr.entry_details(entry.manifest, info),
-            kind=entry.manifest.kind,
+            kind=entry.manifest.kind, removable=not entry.manifest.builtin,
         ))
     for card in cards:
         models.append(wire.ListModel(
@@ -185,7 +185,7 @@ async def tags(request: Request) -> wire.ListResponse:
             digest=card.digest, details=wire.ModelDetails(
                 format=card.format, family=card.family, families=[card.family] if card.family else None,
                 parameter_size=card.parameter_size,
-            ), kind=card.kind,
+            ), kind=card.kind, removable=False,
         ))
     listed = {m.name for m in models}
     for routed in _inference(request).routed_models():  # models of upstream servers (DESKML_UPSTREAMS_FILE)
@@ -198,7 +198,7 @@ async def tags(request: Request) -> wire.ListResponse:
             digest="", details=wire.ModelDetails(
                 format=f"upstream:{routed.upstream}", family=remote.family,
                 parameter_size=remote.parameter_size, quantization_level=remote.quantization,
-            ),
+            ), removable=False,
         ))
     return wire.ListResponse(models=models)
 

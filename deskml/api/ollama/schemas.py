@@ -156,6 +156,8 @@ class ListModel(BaseModel):
     details: ModelDetails
     # deskml extra: the job the model does (llm, embedding, asr, tts, classify, ocr, detect, image, ...)
     kind: str = "llm"
+    # deskml extra: whether /api/delete can remove it (not a bundled package's or a service's model)
+    removable: bool = True
 
 
 class ListResponse(BaseModel):

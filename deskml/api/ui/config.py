@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from deskml.core.errors import DeskmlError
 from deskml.runtime import names
-from deskml.runtime.extras import where_to_run
+from deskml.runtime.extras import source_checkout
 from deskml.runtime.kinds import KIND_LABELS
 from deskml.runtime.services import ServiceManager
 
@@ -25,6 +25,7 @@ class KindStatus(BaseModel):
     available: list[str] = Field(description="Models of this kind that can run here.")
     missing: list[str] = Field(default_factory=list, description="Python modules this kind needs and lacks.")
     install: str | None = Field(None, description="The command that adds this kind, when none can run.")
+    where: str | None = Field(None, description="The folder to run `install` in (a source checkout), if any.")
     note: str | None = Field(None, description="A sentence for the UI when no model of this kind can run.")
 
 
@@ -41,13 +42,15 @@ def kind_status(services: ServiceManager, kind: str) -> KindStatus:
         return KindStatus(label=label, available=available)
     first = specs[0]  # specs are in order of preference: the one to install
     missing = first.missing()
-    where = where_to_run()
+    checkout = source_checkout()
+    where = f" (in {checkout.root})" if checkout is not None else ""
     if missing:
         note = (f"No {label} model can run here: {', '.join(missing)} not installed. "
                 f"Add it{where} with: {first.install_command} — then restart deskml.")
     else:
         note = f"No {label} model is installed here. Add one{where} with: {first.install_command}"
-    return KindStatus(label=label, available=[], missing=missing, install=first.install_command, note=note)
+    return KindStatus(label=label, available=[], missing=missing, install=first.install_command, note=note,
+                      where=str(checkout.root) if checkout is not None else None)
 
 
 @router.get("/api/ui/config")
