@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -45,7 +46,8 @@ def _settings(data_dir: Path | None) -> Settings:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]Error:[/red] {message}", markup=True, highlight=False)
+    # escaped: a message may quote "pip install 'deskml[embed]'", which Rich would take for markup
+    err.print(f"[red]Error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(1)
 
 

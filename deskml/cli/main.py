@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deskml import __version__
@@ -52,7 +53,7 @@ def _client(timeout: float | None = None) -> Client:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]Error:[/red] {message}")
+    err.print(f"[red]Error:[/red] {escape(message)}")  # a message may quote "deskml[embed]": not markup
     return typer.Exit(code)
 
 
