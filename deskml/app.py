@@ -28,6 +28,7 @@ from deskml.api.openai.media import router as openai_media_router
 from deskml.api.openai.router import router as openai_router
 from deskml.api.openapi import install_openapi
 from deskml.api.rerank.router import router as rerank_router
+from deskml.api.ui.config import router as ui_config_router
 from deskml.api.ui.conversations import router as conversations_router
 from deskml.api.ui.static import UI_PREFIX, ui_files
 from deskml.api.ui.static import router as ui_router
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     app.include_router(metrics_router)
     app.include_router(admin_router)
     app.include_router(conversations_router)
+    app.include_router(ui_config_router)
     app.include_router(ui_router)
     app.mount(UI_PREFIX, ui_files(), name="ui")
     app.include_router(network_router)

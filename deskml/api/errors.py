@@ -17,9 +17,10 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deskml.api.model_hints import with_hints
 from deskml.api.streaming import ClientGone
 from deskml.core.context import current_record
-from deskml.core.errors import DeskmlError
+from deskml.core.errors import DeskmlError, ModelNotFound
 from deskml.core.text import storable
 from deskml.runtime.diskspace import insufficient, is_disk_full
 
@@ -157,6 +158,8 @@ class ContainErrors:
 def install_handlers(app: Any) -> None:
     @app.exception_handler(DeskmlError)
     async def _deskml(request: Request, exc: DeskmlError) -> JSONResponse:
+        if isinstance(exc, ModelNotFound):
+            exc = with_hints(exc, request.app.state)
         kept = recordable_message(exc, request.app.state)
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, kept)

@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -45,7 +46,8 @@ def _settings(data_dir: Path | None) -> Settings:
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[red]Error:[/red] {message}", markup=True, highlight=False)
+    # escaped: a message may quote "pip install 'deskml[embed]'", which Rich would take for markup
+    err.print(f"[red]Error:[/red] {escape(message)}", markup=True, highlight=False)
     return typer.Exit(1)
 
 
@@ -112,15 +114,22 @@ def search(word: list[str] | None = typer.Argument(None, help="Words to look for
 
 def du(data_dir: Path | None = typer.Option(None, help="Data directory (DESKML_DATA_DIR).")) -> None:
     """Show the disk space models use (shared blobs counted once)."""
+    from deskml.runtime.registry import Registry
     from deskml.runtime.store import ModelStore
 
-    usage = ModelStore(_settings(data_dir).models_dir).usage()
-    table = Table("NAME", "KIND", "SIZE", "SHARED", box=None, pad_edge=False)
+    usage = Registry(ModelStore(_settings(data_dir).models_dir)).usage()
+    table = Table("NAME", "KIND", "SIZE", "SHARED", "WHERE", box=None, pad_edge=False)
     for model in sorted(usage.models, key=lambda m: -m.size):
-        table.add_row(model.name, model.kind, _size(model.size), _size(model.shared) if model.shared else "")
+        table.add_row(model.name, model.kind, _size(model.size), _size(model.shared) if model.shared else "",
+                      f"package {model.package}" if model.package else "store")
     console.print(table)
     console.print(f"\nstore      {usage.root}")
     console.print(f"on disk    {_size(usage.blob_bytes)} in {usage.blobs} blobs")
+    packaged = [m for m in usage.models if m.package]
+    if packaged:
+        names = ", ".join(sorted({m.package or "" for m in packaged}))
+        console.print(f"packages   {_size(usage.package_bytes)} in installed packages ({names}; "
+                      f"`pip uninstall` removes them)")
     console.print(f"unused     {_size(usage.unreferenced_bytes)} (freed by `deskml rm`)")
     console.print(f"partial    {_size(usage.partial_bytes)} (unfinished pulls, resumed by the next pull)")
     console.print(f"free disk  {_size(usage.free_bytes)}")

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from deskml import __version__
@@ -52,7 +53,7 @@ def _client(timeout: float | None = None) -> Client:
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]Error:[/red] {message}")
+    err.print(f"[red]Error:[/red] {escape(message)}")  # a message may quote "deskml[embed]": not markup
     return typer.Exit(code)
 
 
@@ -120,9 +121,10 @@ def serve(
 def list_models() -> None:
     """List models on the server."""
     data = _call(_client().get, "/api/tags")
-    table = Table("NAME", "ID", "SIZE", "MODIFIED", box=None, pad_edge=False)
+    table = Table("NAME", "ID", "SIZE", "KIND", "FORMAT", "MODIFIED", box=None, pad_edge=False)
     for m in data.get("models", []):
-        table.add_row(m["name"], m["digest"][:12], _size(m["size"]), _ago(m["modified_at"]))
+        table.add_row(m["name"], m["digest"][:12], _size(m["size"]), m.get("kind", "llm"),
+                      (m.get("details") or {}).get("format", ""), _ago(m["modified_at"]))
     console.print(table)
 
 
@@ -130,9 +132,11 @@ def list_models() -> None:
 def ps() -> None:
     """List loaded models and how busy they are."""
     data = _call(_client().get, "/api/ps")
-    table = Table("NAME", "ID", "SIZE", "CONTEXT", "RUNNING", "QUEUED", "UNTIL", box=None, pad_edge=False)
+    table = Table("NAME", "KIND", "ID", "SIZE", "CONTEXT", "RUNNING", "QUEUED", "UNTIL", box=None, pad_edge=False)
     for m in data.get("models", []):
-        table.add_row(m["name"], m["digest"][:12], _size(m["size"]), str(m.get("context_length", "")),
+        # one model can be loaded twice (chat and embedding): KIND tells the two instances apart
+        table.add_row(m["name"], m.get("kind", "llm"), m["digest"][:12], _size(m["size"]),
+                      str(m.get("context_length", "")),
                       f"{m.get('running', 0)}/{m.get('slots', '?')}", str(m.get("queued", 0)),
                       _ago(m["expires_at"]))
     console.print(table)
@@ -156,6 +160,8 @@ def show(
     info = data.get("model_info", {})
     arch = details.get("family", "")
     table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_row("kind", data.get("kind", "llm"))
+    table.add_row("format", details.get("format", ""))
     table.add_row("architecture", arch)
     table.add_row("parameters", details.get("parameter_size", ""))
     table.add_row("context length", str(info.get(f"{arch}.context_length", "")))

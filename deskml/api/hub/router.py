@@ -27,9 +27,10 @@ async def catalog(request: Request, q: str = Query("", description="Words to mat
 
 @router.get("/api/hub/usage")
 async def usage(request: Request) -> wire.UsageResponse:
-    found = request.app.state.registry.store.usage()
+    found = request.app.state.registry.usage()
     return wire.UsageResponse(
-        models=[wire.UsageModel(name=m.name, kind=m.kind, size=m.size, shared=m.shared) for m in found.models],
+        models=[wire.UsageModel(name=m.name, kind=m.kind, size=m.size, shared=m.shared, package=m.package)
+                for m in found.models],
         blobs=found.blobs, blob_bytes=found.blob_bytes, unreferenced_bytes=found.unreferenced_bytes,
-        partial_bytes=found.partial_bytes, free_bytes=found.free_bytes,
+        partial_bytes=found.partial_bytes, free_bytes=found.free_bytes, package_bytes=found.package_bytes,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class CatalogModel(BaseModel):
@@ -30,6 +30,7 @@ class UsageModel(BaseModel):
     kind: str
     size: int
     shared: int
+    package: str | None = Field(None, description="The pip package with a bundled model's files; none: the store.")
 
 
 class UsageResponse(BaseModel):
@@ -39,3 +40,4 @@ class UsageResponse(BaseModel):
     unreferenced_bytes: int
     partial_bytes: int
     free_bytes: int
+    package_bytes: int = Field(0, description="Bytes of bundled models inside installed packages, outside the store.")

@@ -11,7 +11,7 @@ from deskml.runtime import modelfile
 from deskml.runtime.create import CreateSpec, create
 from deskml.runtime.registry import Registry
 from deskml.runtime.router import RoutedModel
-from deskml.runtime.service_models import ServiceModelCard
+from deskml.runtime.service_models import KIND_CAPABILITIES, ServiceModelCard
 
 
 def create_spec(body: wire.CreateRequest) -> CreateSpec:
@@ -55,19 +55,25 @@ def show_model(registry: Registry, name: str, verbose: bool) -> wire.ShowRespons
     manifest = entry.manifest
     info = registry.gguf_info(entry)
     template = manifest.template or info.chat_template or ""
-    source = manifest.parent or (manifest.model_file().path or registry.store.blob_path(entry.digest).as_posix())
+    # A bundled model's file lives inside an installed package: a path there is nothing to copy.
+    source = entry.name if manifest.builtin else manifest.parent or registry.store.blob_path(entry.digest).as_posix()
+    if manifest.kind == "llm":
+        capabilities = ["completion", "tools"]
+    else:
+        capabilities = manifest.capabilities or KIND_CAPABILITIES.get(manifest.kind, [manifest.kind])
     return wire.ShowResponse(
         license="\n".join(manifest.license) or str(info.metadata.get("general.license", "")),
         modelfile=modelfile.render(str(source), manifest.system, manifest.template, manifest.parameters,
-                                   manifest.messages, manifest.license),
+                                   manifest.messages, manifest.license, name=entry.name),
         parameters=tr.parameters_text(manifest.parameters),
         template=template,
         system=manifest.system or "",
-        details=tr.details(info, manifest.parent),
+        details=tr.entry_details(manifest, info),
         model_info=tr.model_info(info, verbose),
-        capabilities=["completion", "tools"],
+        capabilities=capabilities,
         modified_at=tr.timestamp(manifest.modified_at),
         messages=manifest.messages or None,
+        kind=manifest.kind,
     )
 
 
@@ -83,6 +89,7 @@ def show_service(card: ServiceModelCard) -> wire.ShowResponse:
                     "deskml.kind": card.kind},
         capabilities=card.capabilities,
         modified_at=tr.timestamp(card.modified_at),
+        kind=card.kind,
     )
 
 

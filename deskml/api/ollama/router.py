@@ -19,6 +19,7 @@ from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
 from deskml.core.principal import SCOPE_ADMIN, principal_of
 from deskml.runtime import names
 from deskml.runtime.inference import InferenceService
+from deskml.runtime.kinds import pull_check
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_models import service_model_cards
 from deskml.runtime.upstreams import model_key
@@ -175,7 +176,8 @@ async def tags(request: Request) -> wire.ListResponse:
         info = _safe_info(registry, entry)
         models.append(wire.ListModel(
             name=entry.name, model=entry.name, modified_at=tr.timestamp(entry.modified_at), size=entry.size,
-            digest=tr.short_digest(entry.digest), details=tr.details(info, entry.manifest.parent),
+            digest=tr.short_digest(entry.digest), details=tr.entry_details(entry.manifest, info),
+            kind=entry.manifest.kind, removable=not entry.manifest.builtin,
         ))
     for card in cards:
         models.append(wire.ListModel(
@@ -183,7 +185,7 @@ async def tags(request: Request) -> wire.ListResponse:
             digest=card.digest, details=wire.ModelDetails(
                 format=card.format, family=card.family, families=[card.family] if card.family else None,
                 parameter_size=card.parameter_size,
-            ),
+            ), kind=card.kind, removable=False,
         ))
     listed = {m.name for m in models}
     for routed in _inference(request).routed_models():  # models of upstream servers (DESKML_UPSTREAMS_FILE)
@@ -196,7 +198,7 @@ async def tags(request: Request) -> wire.ListResponse:
             digest="", details=wire.ModelDetails(
                 format=f"upstream:{routed.upstream}", family=remote.family,
                 parameter_size=remote.parameter_size, quantization_level=remote.quantization,
-            ),
+            ), removable=False,
         ))
     return wire.ListResponse(models=models)
 
@@ -212,7 +214,8 @@ async def ps(request: Request) -> wire.ProcessResponse:
             details=tr.details(_safe_info(registry, entry), entry.manifest.parent),
             expires_at=tr.timestamp(loaded.expires_datetime()), size_vram=0, context_length=loaded.num_ctx,
             slots=loaded.scheduler.slots, running=loaded.scheduler.running, queued=loaded.scheduler.queued,
-            kind=loaded.kind,
+            # a chat model's second instance, loaded for /api/embed: its own memory and keep_alive
+            kind="embedding" if loaded.kind == "embed" else "llm",
         ))
     services = request.app.state.services
     cards = {card.name: card for card in service_model_cards(services)}
@@ -312,7 +315,8 @@ async def pull(body: wire.ModelRequest, request: Request) -> Response:
         raise BadRequest("model is required", param="model")
     admin = principal_of(request.state).allows(SCOPE_ADMIN)
     job = await request.app.state.hub.start(
-        name, trusted=admin, private_urls=admin or request.app.state.settings.pull_private_urls)
+        name, trusted=admin, private_urls=admin or request.app.state.settings.pull_private_urls,
+        check=pull_check(request.app.state.services))
     events = job.events()
     if not _wants_stream(request, body.stream):
         await until_disconnected(request, collect(events))

@@ -154,6 +154,10 @@ class ListModel(BaseModel):
     size: int
     digest: str
     details: ModelDetails
+    # deskml extra: the job the model does (llm, embedding, asr, tts, classify, ocr, detect, image, ...)
+    kind: str = "llm"
+    # deskml extra: whether /api/delete can remove it (not a bundled package's or a service's model)
+    removable: bool = True
 
 
 class ListResponse(BaseModel):
@@ -191,6 +195,7 @@ class ShowResponse(BaseModel):
     capabilities: list[str]
     modified_at: str
     messages: list[dict[str, Any]] | None = None
+    kind: str = "llm"  # deskml extra, as in /api/tags
 
 
 class VersionResponse(BaseModel):

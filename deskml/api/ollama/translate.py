@@ -22,6 +22,7 @@ from deskml.runtime.gguf import GGUFInfo
 from deskml.runtime.inference import split_options
 from deskml.runtime.service_models import ServiceModelCard
 from deskml.runtime.services import ServiceSpec
+from deskml.runtime.store import Manifest
 
 log = logging.getLogger("deskml.api.ollama")
 
@@ -274,6 +275,22 @@ def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: d
 def ollama_reason(reason: str) -> str:
     # Ollama reports "stop" when a reply ends in tool calls.
     return "stop" if reason == "tool_calls" else reason
+
+
+# The file format of a pulled model's layout, in the words Ollama's `details.format` uses.
+FILE_FORMATS = {"sentence-transformers": "safetensors", "wordllama": "safetensors", "piper": "onnx"}
+
+
+def entry_details(manifest: Manifest, info: GGUFInfo | None) -> wire.ModelDetails:
+    """Details of a registry model: from its GGUF header, or for other formats from its manifest."""
+    if (manifest.format or "gguf") == "gguf":
+        return details(info, manifest.parent)
+    family = manifest.family or ""
+    return wire.ModelDetails(
+        parent_model=manifest.parent or "", format=FILE_FORMATS.get(manifest.format or "", manifest.format or ""),
+        family=family, families=[family] if family else None, parameter_size=manifest.parameter_size or "",
+        quantization_level=manifest.quantization or "",
+    )
 
 
 def details(info: GGUFInfo | None, parent: str | None = None) -> wire.ModelDetails:

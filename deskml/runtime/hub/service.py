@@ -15,7 +15,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,11 +285,13 @@ class Hub:
         async with lock:
             yield
 
-    async def start(self, reference: str, *, trusted: bool = True, private_urls: bool = True) -> PullJob:
-        """Resolve and check; raises the typed error (404, 403, 502, 507) before anything streams.
+    async def start(self, reference: str, *, trusted: bool = True, private_urls: bool = True,
+                    check: Callable[[PullPlan], None] | None = None) -> PullJob:
+        """Resolve and check; raises the typed error (404, 403, 501, 502, 507) before anything streams.
 
         `trusted=False` (no admin scope) refuses files on this machine; `private_urls=False` refuses a
-        caller's URL that resolves (or redirects) to a loopback, link-local or private address.
+        caller's URL that resolves (or redirects) to a loopback, link-local or private address. `check`
+        sees the plan before any network or disk work (the server refuses models it cannot run).
         """
         client = _client()
         try:
@@ -299,6 +301,8 @@ class Hub:
             except LocalFile as local:
                 self._check_local_disk(local)
                 return PullJob(self, reference, None, client, local=local)
+            if plan is not None and check is not None:
+                check(plan)
             if plan is not None and not private_urls:
                 given = [s for f in plan.files for s in f.sources if isinstance(s, HttpSource) and s.given]
                 for source in given:

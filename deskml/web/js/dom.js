@@ -75,6 +75,25 @@ export function setOptions(el, options, value) {
   if (options.some((o) => (typeof o === "string" ? o : o.value) === keep)) el.value = keep;
 }
 
+/** Fill `box` with why some kinds of model cannot run here and the command that adds them (from
+ * /api/ui/config's `kinds`); hidden when every kind given has a model. */
+export function showMissing(box, kinds) {
+  const seen = new Set();
+  const lines = [];
+  for (const k of kinds) {
+    if (!k || k.available?.length || !k.install) continue;
+    const what = k.missing?.length ? `${k.missing.join(", ")} ${k.missing.length > 1 ? "are" : "is"} not installed` : "its weights are not installed";
+    const key = `${what}|${k.install}`;
+    if (seen.has(key)) { lines.find((l) => l.key === key).labels.push(k.label); continue; }
+    seen.add(key);
+    lines.push({ key, labels: [k.label], what, install: k.install, where: k.where });
+  }
+  box.replaceChildren(...lines.map((l) => h("p", {},
+    `No ${l.labels.join(", ")} model can run here: ${l.what}. Add ${l.labels.length > 1 ? "them" : "it"}${l.where ? ` (in ${l.where})` : ""} with `,
+    h("code", { class: "mono", text: l.install }), ", then restart deskml.")));
+  box.hidden = lines.length === 0;
+}
+
 export function progressBar(label = "Progress") {
   const fill = h("div", { class: "fill" });
   const bar = h("div", { class: "progress", role: "progressbar", "aria-label": label, "aria-valuemin": "0",

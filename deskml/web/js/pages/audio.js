@@ -1,7 +1,7 @@
 // Audio: record (MediaRecorder) or upload → transcript with timestamps (/v1/audio/transcriptions,
 // verbose_json segments); text → speech (/v1/audio/speech) in a player, with voice and speed.
 import { api, request } from "../api.js";
-import { clear, download, errorBox, field, fmtClock, h, select, setOptions, spinner } from "../dom.js";
+import { clear, download, errorBox, field, fmtClock, h, select, setOptions, showMissing, spinner } from "../dom.js";
 
 export function mount(view) {
   let disposed = false;
@@ -136,8 +136,16 @@ export function mount(view) {
     }
   });
 
-  api.get("/health").then((health) => {
-    setOptions(asrModel, (health.models?.asr || []).filter((m) => m.available).map((m) => m.name));
+  // What cannot run here and the command that adds it (the audio extra missing, say), as the Images page does.
+  const asrMissing = h("div", { class: "note-box stack", hidden: true, "data-missing": "asr" });
+  const ttsMissing = h("div", { class: "note-box stack", hidden: true, "data-missing": "tts" });
+  api.get("/api/ui/config").then(({ kinds }) => {
+    if (disposed) return;
+    setOptions(asrModel, kinds.asr?.available || []);
+    showMissing(asrMissing, [kinds.asr]);
+    showMissing(ttsMissing, [kinds.tts]);
+    if (!kinds.asr?.available?.length) record.disabled = true;
+    if (!kinds.tts?.available?.length) speak.disabled = true;
   }).catch(() => {});
   api.get("/api/audio/voices").then(({ models }) => {
     voicesByModel = Object.fromEntries(models.map((m) => [m.name, m.voices]));
@@ -149,13 +157,13 @@ export function mount(view) {
     h("div", { class: "page-head" }, h("h1", { text: "Audio" })),
     h("div", { class: "grid" },
       h("section", { class: "card", "aria-labelledby": "a-stt" },
-        h("h2", { id: "a-stt", text: "Speech to text" }),
+        h("h2", { id: "a-stt", text: "Speech to text" }), asrMissing,
         h("div", { class: "row" }, record, h("label", { class: "button", for: "audio-file", text: "Upload audio" }), fileInput),
         h("p", {}, recordState),
         h("div", { class: "row" }, h("div", { class: "grow" }, field("Model", asrModel)),
           h("div", { class: "grow" }, field("Language", language)), h("div", { class: "grow" }, field("Task", task))),
         player, transcript),
-      h("section", { class: "card", "aria-labelledby": "a-tts" }, h("h2", { id: "a-tts", text: "Text to speech" }), ttsForm)));
+      h("section", { class: "card", "aria-labelledby": "a-tts" }, h("h2", { id: "a-tts", text: "Text to speech" }), ttsMissing, ttsForm)));
 
   return () => {
     disposed = true;

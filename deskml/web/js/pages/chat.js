@@ -22,7 +22,9 @@ const PARAMS = [
   ["seed", "Seed", { min: 0, step: 1, placeholder: "random" }],
 ];
 
+// Only language models can chat: /api/tags says each model's kind (embedding, speech, ... cannot).
 function isChatModel(model) {
+  if (model.kind) return model.kind === "llm";
   const format = model.details?.format || "";
   return format === "gguf" || format.startsWith("upstream:");
 }
@@ -291,9 +293,12 @@ export function mount(view, { full }) {
   const modelNote = h("span", { class: "muted small" });
   async function loadModels() {
     try {
-      const { models } = await api.get("/api/tags");
+      const [{ models }, config] = await Promise.all([api.get("/api/tags"),
+        api.get("/api/ui/config").catch(() => ({}))]);
       const names = models.filter(isChatModel).map((m) => m.name);
-      setOptions(modelSelect, names, conv.model || modelSelect.value || names[0]);
+      // the conversation's model, else the one chosen, else the server's DESKML_DEFAULT_MODEL
+      const wanted = [conv.model, modelSelect.value, config.default_model].find((n) => n && names.includes(n));
+      setOptions(modelSelect, names, wanted || names[0]);
       modelNote.textContent = names.length ? "" : "No chat models here: pull one on the Models page.";
     } catch (error) {
       modelNote.textContent = error.message;

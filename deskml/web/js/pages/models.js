@@ -3,6 +3,10 @@
 import { api, ndjson, request } from "../api.js";
 import { clear, errorBox, field, fmtBytes, fmtRelative, fmtTime, h, progressBar, toast } from "../dom.js";
 
+const KIND_LABELS = { llm: "chat", embedding: "embedding", rerank: "rerank", classify: "image classes", ocr: "OCR",
+  detect: "object detection", asr: "speech to text", tts: "text to speech", image: "image generation",
+  style: "style transfer", "text-classify": "text classes" };
+
 const EXAMPLE_MODELFILE = `FROM smollm2:135m
 SYSTEM """You are a concise assistant. Answer in one or two sentences."""
 PARAMETER temperature 0.3`;
@@ -22,22 +26,24 @@ export function mount(view) {
       if (disposed) return;
       if (!models.length) { clear(installed, h("p", { class: "muted", text: "No models yet: pull one below." })); return; }
       clear(installed, h("table", { class: "models-table" },
-        h("thead", {}, h("tr", {}, ["Name", "Size", "Format", "Family", "Parameters", "Quantization", "Modified", ""]
-          .map((t, i) => h("th", { text: t, class: [1].includes(i) ? "num" : i > 2 && i < 7 ? "hide-phone" : "" })))),
+        h("thead", {}, h("tr", {}, ["Name", "Size", "Kind", "Format", "Family", "Parameters", "Quantization", "Modified", ""]
+          .map((t, i) => h("th", { text: t, class: [1].includes(i) ? "num" : i > 3 && i < 8 ? "hide-phone" : "" })))),
         h("tbody", {}, models.map((m) => {
           const d = m.details || {};
-          const gguf = d.format === "gguf";
+          const kind = m.kind || "llm";
           const actions = h("td", { class: "nowrap" });
-          if (gguf) {
-            actions.append(
-              h("button", { type: "button", class: "button small", text: "Copy", "aria-label": `Copy ${m.name}`,
-                onclick: () => copyModel(m.name) }), " ",
-              h("button", { type: "button", class: "danger small", text: "Delete", "aria-label": `Delete ${m.name}`,
-                onclick: () => deleteModel(m.name) }));
+          if (kind === "llm" && d.format === "gguf") {
+            actions.append(h("button", { type: "button", class: "button small", text: "Copy", "aria-label": `Copy ${m.name}`,
+              onclick: () => copyModel(m.name) }), " ");
           }
-          return h("tr", { dataset: { model: m.name } },
+          if (m.removable ?? d.format === "gguf") {
+            actions.append(h("button", { type: "button", class: "danger small", text: "Delete", "aria-label": `Delete ${m.name}`,
+              onclick: () => deleteModel(m.name) }));
+          }
+          return h("tr", { dataset: { model: m.name, kind } },
             h("td", { class: "mono", text: m.name }),
             h("td", { class: "num nowrap", text: m.size ? fmtBytes(m.size) : "" }),
+            h("td", { class: "kind", text: KIND_LABELS[kind] || kind }),
             h("td", { text: d.format || "" }),
             h("td", { class: "hide-phone", text: d.family || "" }),
             h("td", { class: "hide-phone", text: d.parameter_size || "" }),
@@ -58,17 +64,19 @@ export function mount(view) {
       clear(loaded, h("table", {},
         h("thead", {}, h("tr", {}, ["Name", "Kind", "Memory", "Context", "Slots", "Running", "Queued", "Expires", ""]
           .map((t, i) => h("th", { text: t, class: i >= 2 && i <= 6 ? "num" : "" })))),
-        h("tbody", {}, models.map((m) => h("tr", { dataset: { model: m.name } },
+        h("tbody", {}, models.map((m) => h("tr", { dataset: { model: m.name, kind: m.kind || "llm" } },
           h("td", { class: "mono", text: m.name }),
-          h("td", { text: m.kind || "llm" }),
+          // a chat model used for /api/embed is loaded twice: each instance its own row, memory and expiry
+          h("td", { class: "kind", text: loadedKind(m) }),
           h("td", { class: "num nowrap", text: fmtBytes(m.size) }),
           h("td", { class: "num", text: m.context_length ?? "" }),
           h("td", { class: "num", text: m.slots ?? "" }),
           h("td", { class: "num running", text: m.running ?? "" }),
           h("td", { class: "num", text: m.queued ?? "" }),
           h("td", { class: "nowrap", title: m.expires_at, text: expires(m.expires_at) }),
-          h("td", {}, (m.kind || "llm") === "llm" ? h("button", { type: "button", class: "button small", text: "Unload",
-            "aria-label": `Unload ${m.name}`, onclick: () => unload(m.name) }) : null))))));
+          h("td", {}, ["llm", "embedding"].includes(m.kind || "llm") ? h("button", { type: "button", class: "button small",
+            text: "Unload", "aria-label": `Unload ${m.name} (${loadedKind(m)})`, onclick: () => unload(m.name, m.kind || "llm") })
+            : null))))));
     } catch (error) {
       clear(loaded, errorBox(error));
     }
@@ -81,9 +89,17 @@ export function mount(view) {
     return fmtRelative(iso);
   }
 
-  async function unload(name) {
+  function loadedKind(m) {
+    const kind = m.kind || "llm";
+    if (kind === "embedding" && m.details?.format === "gguf") return "embedding (of a chat model)";
+    return KIND_LABELS[kind] || kind;
+  }
+
+  async function unload(name, kind) {
     try {
-      await api.post("/api/generate", { model: name, keep_alive: 0 });
+      // Ollama's way to unload one instance: an empty request of its kind with keep_alive 0
+      if (kind === "embedding") await api.post("/api/embed", { model: name, input: [], keep_alive: 0 });
+      else await api.post("/api/generate", { model: name, keep_alive: 0 });
       toast(`${name} unloaded`, "ok");
       loadLoaded();
     } catch (error) { toast(error.message, "error"); }

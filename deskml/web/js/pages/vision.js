@@ -1,7 +1,7 @@
 // Vision: one photo (dropped, chosen, or taken) → classification bars, OCR text and detection boxes,
 // each from its own route of the ML-backend API.
 import { api } from "../api.js";
-import { clear, errorBox, field, h, select, setOptions, spinner } from "../dom.js";
+import { clear, errorBox, field, h, select, setOptions, showMissing, spinner } from "../dom.js";
 
 const COLORS = ["#2563eb", "#d97706", "#16a34a", "#db2777", "#7c3aed", "#0891b2", "#dc2626", "#65a30d"];
 
@@ -73,9 +73,13 @@ export function mount(view) {
   const thresholdLabel = h("span", { class: "muted small", text: "0.25" });
   threshold.addEventListener("input", () => { thresholdLabel.textContent = threshold.value; });
   threshold.addEventListener("change", () => { if (lastFile) runDetect(lastFile); });
-  api.get("/health").then((health) => {
-    setOptions(classifyModel, (health.models?.classify || []).filter((m) => m.available).map((m) => m.name));
-    setOptions(detectModel, (health.models?.detect || []).filter((m) => m.available).map((m) => m.name));
+  // What cannot run here and the command that adds it (the vision extra missing, say), as the Images page does.
+  const missingNote = h("div", { class: "note-box stack", hidden: true, "data-missing": "vision" });
+  api.get("/api/ui/config").then(({ kinds }) => {
+    if (disposed) return;
+    setOptions(classifyModel, kinds.classify?.available || []);
+    setOptions(detectModel, kinds.detect?.available || []);
+    showMissing(missingNote, [kinds.classify, kinds.detect, kinds.ocr]);
   }).catch(() => {});
 
   // results
@@ -199,7 +203,7 @@ export function mount(view) {
   clear(view,
     h("div", { class: "page-head" }, h("h1", { text: "Vision" })),
     h("div", { class: "grid vision-grid" },
-      h("section", { class: "card", "aria-label": "Photo" }, drop,
+      h("section", { class: "card", "aria-label": "Photo" }, missingNote, drop,
         h("div", { class: "row camera-row" }, cameraButton, snap), video, cameraError,
         h("div", { class: "row" },
           h("div", { class: "grow" }, field("Classifier", classifyModel)),
