@@ -59,6 +59,19 @@ class Settings(BaseSettings):
         "request's options.num_ctx overrides it). 2048 keeps 8 slots of SmolLM2 under 500 MB RSS.",
     )
     num_threads: int = Field(0, description="CPU threads for inference; 0 = all physical cores.")
+    gpu: str = Field(
+        "auto",
+        description="GPUs for LLMs (llama.cpp): auto (every GPU the installed xllamacpp build sees, layers "
+        "offloaded to fit free memory), off (CPU only), or device numbers such as 0 or 0,1. A CPU-only "
+        "xllamacpp build always runs on the CPU. A model's num_gpu/main_gpu (PARAMETER or request option) "
+        "overrides the layer count and device. See docs/gpu.md.",
+    )
+    gpu_services: str = Field(
+        "auto",
+        description="GPUs for service models (torch, onnxruntime, CTranslate2): auto (cuda/mps or the GPU "
+        "execution provider when installed), off (CPU only), or the kinds that may use one, e.g. "
+        "embedding,image.",
+    )
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         "q8_0",
         description="KV cache precision for LLMs. q8_0 halves cache memory (measured: 339 vs 507 MB RSS for "
@@ -283,6 +296,14 @@ class Settings(BaseSettings):
         "auto", description="Advertise the server over mDNS/DNS-SD as _deskml._tcp (for `deskml discover` and apps): "
         "auto = when bound to a non-loopback address."
     )
+
+    @field_validator("gpu", mode="after")
+    @classmethod
+    def _gpu(cls, value: str) -> str:
+        from deskml.engines.devices import parse_gpu_setting
+
+        parse_gpu_setting(value)  # a typo fails at start, not at the first load
+        return value.strip().lower() or "auto"
 
     @field_validator("keep_alive", mode="before")
     @classmethod

@@ -90,6 +90,8 @@ class InferenceCommon(BaseModel):
     model: str
     options: SamplingOptions = Field(default_factory=SamplingOptions)
     num_ctx: int | None = None
+    num_gpu: int | None = None  # layers on GPUs; None = automatic (a load option, like num_ctx)
+    main_gpu: int | None = None
     format: ResponseFormat | None = None
     keep_alive: float | None = None  # seconds; None = server default; <0 forever; 0 unload after
     truncate: bool = False
@@ -123,6 +125,8 @@ class EmbedRequest(BaseModel):
     dimensions: int | None = None
     keep_alive: float | None = None
     num_ctx: int | None = None
+    num_gpu: int | None = None
+    main_gpu: int | None = None
 
 
 class Timings(BaseModel):

@@ -37,6 +37,7 @@ from deskml.core.types import (
     ToolCallDelta,
 )
 from deskml.core.validate import UINT32_MASK, clamp_int32
+from deskml.engines.devices import CPU_PLAN, GpuPlan, fallback_layers
 
 log = logging.getLogger("deskml.engines.llama_cpp")
 
@@ -55,6 +56,7 @@ class LlamaLoadConfig:
     batch: int = 512
     kv_cache_type: str = "q8_0"
     flash_attention: bool = True
+    gpu: GpuPlan = CPU_PLAN  # layers offloaded and where; CPU_PLAN keeps everything on the CPU
 
 
 def _restore_python_signal_handlers() -> None:
@@ -79,6 +81,7 @@ class LlamaCppModel:
             max_workers=max(4, config.num_parallel * 2), thread_name_prefix="llama"
         )
         self.load_seconds = 0.0
+        self.gpu: GpuPlan = config.gpu  # what the load really got, after any fallback
 
     # lifecycle ---------------------------------------------------------------------------
     def load(self) -> None:
@@ -124,10 +127,8 @@ class LlamaCppModel:
             params.embedding = True
             params.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_MEAN
         started = time.perf_counter()
-        try:
-            self._server = xllamacpp.Server(params)
-        except Exception as exc:
-            raise ModelLoadError(f"llama.cpp could not load {cfg.path.name}: {exc}") from exc
+        self._server, self.gpu = _load_with_fallback(lambda plan: xllamacpp.Server(_place(xllamacpp, params, plan)),
+                                                     cfg.gpu, cfg.path.name)
         self.load_seconds = time.perf_counter() - started
 
     def after_load_on_loop(self) -> None:
@@ -199,8 +200,54 @@ class LlamaCppModel:
         return result
 
 
+def _place(xllamacpp: Any, params: Any, plan: GpuPlan) -> Any:
+    """Put `plan`'s offload on the params. No layers = the CPU, exactly as a CPU-only build runs."""
+    params.n_gpu_layers = plan.n_gpu_layers
+    if plan.n_gpu_layers > 0 and plan.devices:
+        split = xllamacpp.llama_split_mode
+        params.main_gpu = plan.main_gpu
+        params.split_mode = split.LLAMA_SPLIT_MODE_NONE if len(plan.devices) == 1 else split.LLAMA_SPLIT_MODE_LAYER
+        # our own layer count decides; llama.cpp's fit pass would otherwise change it behind our back
+        params.fit_params = False
+        if len(plan.devices) > 1:
+            shares = list(params.tensor_split)
+            for i, share in enumerate(plan.split[: len(shares)]):
+                shares[i] = share
+            params.tensor_split = shares
+    return params
+
+
+def _load_with_fallback(make: Callable[[GpuPlan], Any], plan: GpuPlan, name: str) -> tuple[Any, GpuPlan]:
+    """Load with `plan`; when that fails with layers on a GPU (out of device memory, a driver error), retry
+    with fewer layers, then on the CPU. Logged, and only the CPU's own failure is the caller's error."""
+    attempts = fallback_layers(plan.n_gpu_layers) if plan.n_gpu_layers > 0 else [0]
+    for layers in attempts:
+        current = plan.with_layers(layers)
+        try:
+            return make(current), current
+        except Exception as exc:
+            if layers == 0:
+                raise ModelLoadError(f"llama.cpp could not load {name}: {exc}") from exc
+            log.warning("loading %s with %d layers on %s failed (%s); retrying with fewer",
+                        name, layers, current.backend, exc)
+    raise ModelLoadError(f"llama.cpp could not load {name}")  # pragma: no cover - attempts end with 0
+
+
+_OUT_OF_MEMORY = ("out of memory", "cudaerrormemoryallocation", "failed to allocate", "erroroutofdevicememory")
+
+
+def _out_of_memory(message: str) -> Exception | None:
+    if not any(marker in message.lower() for marker in _OUT_OF_MEMORY):
+        return None
+    return from_engine(EngineError(
+        f"the device ran out of memory during this request ({message}); the model stays loaded. "
+        "Retry with a smaller num_ctx or fewer parallel requests, or load fewer layers on the GPU (option num_gpu)"))
+
+
 def _engine_error(message: str) -> Exception:
     lowered = message.lower()
+    if (oom := _out_of_memory(message)) is not None:
+        return oom
     if "json schema" in lowered or "grammar" in lowered or "parser" in lowered or "invalid" in lowered:
         return from_engine(BadRequest(message))
     if "image input is not supported" in lowered or "audio input is not supported" in lowered:
@@ -223,7 +270,7 @@ def _error_from_llama(error: Any) -> Exception:
         )
     if kind == "invalid_request_error" or error.get("code") == 400:
         return from_engine(BadRequest(message))
-    return from_engine(EngineError(message))
+    return _out_of_memory(message) or from_engine(EngineError(message))
 
 
 def _int_or_none(value: Any) -> int | None:

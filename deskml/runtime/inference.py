@@ -85,6 +85,21 @@ def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None,
     return sampling_options(sampling, names), num_ctx, ignored
 
 
+def gpu_options(options: dict[str, Any] | None) -> dict[str, int | None]:
+    """Ollama's load options num_gpu (layers on GPUs, -1 = automatic) and main_gpu, checked."""
+    found: dict[str, int | None] = {"num_gpu": None, "main_gpu": None}
+    for name in found:
+        value = (options or {}).get(name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise BadRequest(f"option {name} must be an integer, not {value!r}", param=f"options.{name}")
+        if not -1 <= int(value) <= 100_000:
+            raise BadRequest(f"option {name} must be between -1 and 100000", param=f"options.{name}")
+        found[name] = int(value)
+    return found
+
+
 class InferenceService:
     def __init__(
         self, settings: Settings, registry: Registry, manager: ModelManager, cache: ResponseCache | None = None
@@ -219,10 +234,12 @@ class InferenceService:
                 prompt_text = prompt_text[_chars_to_cut(prompt_text, overflow) :]
                 set_prompt(prompt_text)  # a template or system prompt stays whole around the cut prompt
 
-    async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None) -> Done:
+    async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None,
+                   gpu: dict[str, int | None] | None = None) -> Done:
+        gpu = gpu or {}
         if self.router is not None and not self.serves_locally(name, "chat") and self.router.knows(name):
             return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
-        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx)
+        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx, **gpu)
         if keep_alive == 0:
             await self.manager.unload(name)
             return Done(reason="unload", model=model.name)
@@ -269,10 +286,12 @@ class InferenceService:
             note_input(request)
         if not request.inputs:
             entry = self.registry.get(request.model)
-            _, load_ns = await self.manager.ensure_loaded(request.model, request.keep_alive, kind="embed")
+            _, load_ns = await self.manager.ensure_loaded(request.model, request.keep_alive, kind="embed",
+                                                          num_gpu=request.num_gpu, main_gpu=request.main_gpu)
             return EmbedResult(model=entry.name, embeddings=[], timings=Timings(load_ns=load_ns))
         async with self.manager.lease(
-            request.model, kind="embed", num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
+            request.model, kind="embed", num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority,
+            num_gpu=request.num_gpu, main_gpu=request.main_gpu,
         ) as lease:
             inputs = list(request.inputs)
             for _ in range(12):
@@ -381,7 +400,8 @@ class InferenceService:
         finished = False
         try:
             async with self.manager.lease(
-                entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority
+                entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority,
+                num_gpu=request.num_gpu, main_gpu=request.main_gpu,
             ) as lease:
                 if record is not None:
                     record.model, record.backend = entry.name, "llama.cpp"

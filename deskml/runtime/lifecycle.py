@@ -17,6 +17,8 @@ from deskml.core.aio import wait_event
 from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import BadRequest, Busy, ModelLoadError
 from deskml.core.validate import INT32_MAX
+from deskml.engines import devices
+from deskml.engines.devices import CPU_PLAN, GpuPlan
 from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
 from deskml.runtime import gotemplate
 from deskml.runtime.registry import ModelEntry, Registry
@@ -26,6 +28,9 @@ from deskml.settings import Settings
 log = logging.getLogger("deskml.runtime")
 
 Kind = Literal["llm", "embed"]
+# (num_gpu, main_gpu) a load asked for; None = automatic. Part of an instance's identity, like num_ctx.
+GpuRequest = tuple[int | None, int | None]
+Key = tuple[str, Kind, int, GpuRequest]
 
 
 @dataclass
@@ -42,6 +47,12 @@ class LoadedModel:
     last_used: float = field(default_factory=time.monotonic)
     pins: int = 0
     draining: bool = False
+    gpu: GpuPlan = CPU_PLAN
+
+    @property
+    def size_vram(self) -> int:
+        """Bytes on GPUs: the offloaded share of weights and KV cache (0 on the CPU)."""
+        return int(self.size_bytes * self.gpu.fraction)
 
     @property
     def name(self) -> str:
@@ -95,9 +106,9 @@ class ModelManager:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
-        self._loaded: dict[tuple[str, Kind, int], LoadedModel] = {}
-        self._loading: dict[tuple[str, Kind, int], asyncio.Task[LoadedModel]] = {}
-        self._waiting: dict[tuple[str, Kind, int], int] = {}  # requests waiting for that load
+        self._loaded: dict[Key, LoadedModel] = {}
+        self._loading: dict[Key, asyncio.Task[LoadedModel]] = {}
+        self._waiting: dict[Key, int] = {}  # requests waiting for that load
         self._replacing: dict[tuple[str, Kind], asyncio.Lock] = {}  # one (re)load at a time per model and kind
         self._reaper: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
@@ -129,16 +140,26 @@ class ModelManager:
         ceiling = INT32_MAX // max(1, self.settings.num_parallel)
         return max(256, min(wanted, trained, ceiling))
 
+    @staticmethod
+    def gpu_for(entry: ModelEntry, num_gpu: int | None = None, main_gpu: int | None = None) -> GpuRequest:
+        """A request's num_gpu/main_gpu, else the model's PARAMETER lines; negative num_gpu = automatic."""
+        params = entry.manifest.parameters
+        layers = num_gpu if num_gpu is not None else params.get("num_gpu")
+        main = main_gpu if main_gpu is not None else params.get("main_gpu")
+        layers = None if layers is None or int(layers) < 0 else int(layers)
+        return layers, None if main is None or int(main) < 0 else int(main)
+
     @contextlib.asynccontextmanager
     async def lease(
         self, name: str, *, kind: Kind = "llm", num_ctx: int | None = None,
         keep_alive: float | None = None, priority: int = PRIORITY_LIVE,
+        num_gpu: int | None = None, main_gpu: int | None = None,
     ) -> AsyncIterator[Lease]:
         """Hold one decoding slot of `name` (loading it if needed) for the duration of a request."""
         entry = self.registry.get(name)
         ctx = self.context_for(entry, num_ctx)
         started = time.perf_counter_ns()
-        model, waited = await self._get_or_load(entry, kind, ctx)  # returns pinned
+        model, waited = await self._get_or_load(entry, kind, ctx, self.gpu_for(entry, num_gpu, main_gpu))
         load_ns = time.perf_counter_ns() - started if waited else 0
         queued_at = time.perf_counter_ns()
         try:
@@ -157,11 +178,13 @@ class ModelManager:
             self._touch(model, keep_alive)
 
     async def ensure_loaded(self, name: str, keep_alive: float | None = None, kind: Kind = "llm",
-                            num_ctx: int | None = None) -> tuple[LoadedModel, int]:
+                            num_ctx: int | None = None, num_gpu: int | None = None,
+                            main_gpu: int | None = None) -> tuple[LoadedModel, int]:
         """Load without generating (Ollama's empty-prompt request). Returns the model and load ns."""
         entry = self.registry.get(name)
         started = time.perf_counter_ns()
-        model, _ = await self._get_or_load(entry, kind, self.context_for(entry, num_ctx))
+        model, _ = await self._get_or_load(entry, kind, self.context_for(entry, num_ctx),
+                                           self.gpu_for(entry, num_gpu, main_gpu))
         elapsed = time.perf_counter_ns() - started
         model.pins -= 1
         self._touch(model, keep_alive)
@@ -186,12 +209,13 @@ class ModelManager:
             model.expires_at = time.time() + ttl
         self._changed.set()
 
-    async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int) -> tuple[LoadedModel, bool]:
+    async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int,
+                           gpu: GpuRequest = (None, None)) -> tuple[LoadedModel, bool]:
         """The loaded, pinned model, and whether this call had to wait for it to load."""
         if entry.manifest.kind != "llm":  # a pulled embedding/Whisper/voice model is no llama.cpp model
             raise BadRequest(f"'{entry.name}' is a model of kind {entry.manifest.kind}, not a language model; "
                              f"use the endpoint for that kind (see docs/models.md)", param="model")
-        key = (entry.name, kind, ctx)
+        key: Key = (entry.name, kind, ctx, gpu)
         while True:
             model = self._loaded.get(key)
             if model is not None and model.entry.digest == entry.digest and not model.draining:
@@ -203,7 +227,7 @@ class ModelManager:
                 continue
             task = self._loading.get(key)
             if task is None:
-                task = asyncio.create_task(self._replace(entry, kind, ctx), name=f"load {entry.name}")
+                task = asyncio.create_task(self._replace(entry, kind, ctx, gpu), name=f"load {entry.name}")
                 self._loading[key] = task
                 task.add_done_callback(lambda _t, k=key: self._loading.pop(k, None))
             # Counted while waiting, so that a request for another context length cannot unload the
@@ -220,7 +244,7 @@ class ModelManager:
                 model.pins += 1
                 return model, True
 
-    async def _replace(self, entry: ModelEntry, kind: Kind, ctx: int) -> LoadedModel:
+    async def _replace(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None)) -> LoadedModel:
         """Load `entry` with context `ctx` in place of any copy of it with another context length.
 
         One copy per model and kind, as Ollama keeps: a request that needs another num_ctx waits for
@@ -228,18 +252,29 @@ class ModelManager:
         memory, and any client could ask for a third with yet another num_ctx."""
         async with self._replacing.setdefault((entry.name, kind), asyncio.Lock()):
             for other_key, other in list(self._loaded.items()):
-                if other_key[:2] != (entry.name, kind) or other_key == (entry.name, kind, ctx):
+                if other_key[:2] != (entry.name, kind) or other_key == (entry.name, kind, ctx, gpu):
                     continue
                 while self._waiting.get(other_key, 0) > 0:  # its waiters get their pin (and their reply) first
                     await asyncio.sleep(0.01)
-                log.info("reloading %s with context %d (was %d)", entry.name, ctx, other.num_ctx)
+                log.info("reloading %s with context %d, gpu %s (was %d, %s)", entry.name, ctx, gpu,
+                         other.num_ctx, other_key[3])
                 await self._unload(other)
-            current = self._loaded.get((entry.name, kind, ctx))
+            current = self._loaded.get((entry.name, kind, ctx, gpu))
             if current is not None and current.entry.digest == entry.digest and not current.draining:
                 return current
-            return await self._load(entry, kind, ctx)
+            return await self._load(entry, kind, ctx, gpu)
 
-    async def _load(self, entry: ModelEntry, kind: Kind, ctx: int) -> LoadedModel:
+    def _gpu_plan(self, metadata: dict[str, Any], model_bytes: int, size: int, gpu: GpuRequest) -> GpuPlan:
+        if self.settings.gpu == "off":
+            return CPU_PLAN
+        arch = metadata.get("general.architecture", "")
+        return devices.plan(
+            setting=self.settings.gpu, devices=devices.llama_devices(),
+            block_count=int(metadata.get(f"{arch}.block_count", 0) or 0), model_bytes=model_bytes,
+            kv_bytes=max(0, size - model_bytes), num_gpu=gpu[0], main_gpu=gpu[1],
+        )
+
+    async def _load(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None)) -> LoadedModel:
         info = self.registry.gguf_info(entry)
         parallel = max(1, self.settings.num_parallel)
         kv_type = self.settings.kv_cache_type if self.settings.flash_attention else "f16"
@@ -254,6 +289,7 @@ class ModelManager:
                 kv_cache_type=self.settings.kv_cache_type, flash_attention=self.settings.flash_attention,
                 # an embedding input must fit one micro-batch whole, so embedding contexts batch a full context
                 batch=ctx if kind == "embed" else max(32, self.settings.num_batch),
+                gpu=self._gpu_plan(info.metadata, entry.size, size, gpu),
             )
         )
         started = time.perf_counter()
@@ -269,10 +305,11 @@ class ModelManager:
         model = LoadedModel(
             entry=entry, kind=kind, num_ctx=ctx, engine=engine,
             scheduler=SlotScheduler(parallel, self.settings.max_queue),
-            size_bytes=size, load_seconds=elapsed, keep_alive=self.settings.keep_alive,
+            size_bytes=size, load_seconds=elapsed, keep_alive=self.settings.keep_alive, gpu=engine.gpu,
         )
-        self._loaded[(entry.name, kind, ctx)] = model
-        log.info("loaded %s (%s, ctx %d x %d slots) in %.2fs", entry.name, kind, ctx, parallel, elapsed)
+        self._loaded[(entry.name, kind, ctx, gpu)] = model
+        log.info("loaded %s (%s, ctx %d x %d slots) in %.2fs, %s", entry.name, kind, ctx, parallel, elapsed,
+                 devices.processor(engine.gpu.fraction))
         for callback in self.on_change:
             callback()
         return model

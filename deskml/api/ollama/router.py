@@ -17,6 +17,7 @@ from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_res
 from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
 from deskml.core.principal import SCOPE_ADMIN, principal_of
+from deskml.engines.devices import processor
 from deskml.runtime import names
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.kinds import pull_check
@@ -83,7 +84,8 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
     stream = _wants_stream(request, body.stream)
     if not req.messages:
         done = await (service.unload(req.model) if req.keep_alive == 0
-                      else service.load(req.model, req.keep_alive, req.num_ctx))
+                      else service.load(req.model, req.keep_alive, req.num_ctx,
+                                   {"num_gpu": req.num_gpu, "main_gpu": req.main_gpu}))
         return _json(tr.chat_final(done.model, done))
 
     events = service.chat(req)
@@ -120,7 +122,8 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
     stream = _wants_stream(request, body.stream)
     if not req.prompt and not req.images and not req.suffix:
         done = await (service.unload(req.model) if req.keep_alive == 0
-                      else service.load(req.model, req.keep_alive, req.num_ctx))
+                      else service.load(req.model, req.keep_alive, req.num_ctx,
+                                   {"num_gpu": req.num_gpu, "main_gpu": req.main_gpu}))
         return _json(tr.generate_final(done.model, done))
 
     events = service.generate(req)
@@ -212,7 +215,9 @@ async def ps(request: Request) -> wire.ProcessResponse:
         models.append(wire.ProcessModel(
             name=entry.name, model=entry.name, size=loaded.size_bytes, digest=tr.short_digest(entry.digest),
             details=tr.details(_safe_info(registry, entry), entry.manifest.parent),
-            expires_at=tr.timestamp(loaded.expires_datetime()), size_vram=0, context_length=loaded.num_ctx,
+            expires_at=tr.timestamp(loaded.expires_datetime()), size_vram=loaded.size_vram,
+            context_length=loaded.num_ctx, processor=processor(loaded.gpu.fraction),
+            device=loaded.gpu.devices[0].name if loaded.gpu.n_gpu_layers > 0 and loaded.gpu.devices else "cpu",
             slots=loaded.scheduler.slots, running=loaded.scheduler.running, queued=loaded.scheduler.queued,
             # a chat model's second instance, loaded for /api/embed: its own memory and keep_alive
             kind="embedding" if loaded.kind == "embed" else "llm",
@@ -221,7 +226,8 @@ async def ps(request: Request) -> wire.ProcessResponse:
     cards = {card.name: card for card in service_model_cards(services)}
     for item in services.loaded():  # embeddings, vision, speech and image models
         card = cards.get(names.display(item.spec.name))
-        models.append(tr.service_process(item.spec, card, services.expires_at(item), item.active))
+        models.append(tr.service_process(item.spec, card, services.expires_at(item), item.active,
+                                          device=str(getattr(item.engine, "device", "cpu"))))
     return wire.ProcessResponse(models=models)
 
 

@@ -178,6 +178,9 @@ class ProcessModel(BaseModel):
     running: int
     queued: int
     kind: str
+    # where it runs, in Ollama's `ollama ps` words: "100% CPU", "100% GPU", "48%/52% CPU/GPU"
+    processor: str = "100% CPU"
+    device: str = "cpu"  # service models: the torch/onnxruntime/CTranslate2 device ("cuda", "mps", "cpu")
 
 
 class ProcessResponse(BaseModel):

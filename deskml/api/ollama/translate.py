@@ -19,7 +19,7 @@ from deskml.core.json_schema import check_json_schema
 from deskml.core.validate import check_unicode
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
-from deskml.runtime.inference import split_options
+from deskml.runtime.inference import gpu_options, split_options
 from deskml.runtime.service_models import ServiceModelCard
 from deskml.runtime.services import ServiceSpec
 from deskml.runtime.store import Manifest
@@ -115,6 +115,7 @@ def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
         messages=[message(m, i) for i, m in enumerate(req.messages or [])],
         options=sampling,
         num_ctx=num_ctx,
+        **gpu_options(req.options),
         format=response_format(req.format),
         keep_alive=keep_alive(req.keep_alive),
         truncate=bool(req.truncate),
@@ -138,6 +139,7 @@ def generate_request(req: wire.GenerateRequest) -> core.GenerateRequest:
         images=images(req.images),
         options=sampling,
         num_ctx=num_ctx,
+        **gpu_options(req.options),
         format=response_format(req.format),
         keep_alive=keep_alive(req.keep_alive),
         truncate=bool(req.truncate),
@@ -161,6 +163,7 @@ def embed_request(req: wire.EmbedRequest) -> core.EmbedRequest:
     return core.EmbedRequest(
         model=req.model, inputs=embed_inputs(req.input), truncate=req.truncate is not False,
         dimensions=req.dimensions, keep_alive=keep_alive(req.keep_alive), num_ctx=num_ctx,
+        **gpu_options(req.options),
     )
 
 
@@ -258,8 +261,8 @@ def generate_final(model: str, done: core.Done, response: str = "", thinking: st
     return body
 
 
-def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: datetime, running: int
-                    ) -> wire.ProcessModel:
+def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: datetime, running: int,
+                    device: str = "cpu") -> wire.ProcessModel:
     """An /api/ps row for a loaded embedding, vision, speech or image model (no slots, no context)."""
     name = names.display(spec.name)
     return wire.ProcessModel(
@@ -267,8 +270,10 @@ def service_process(spec: ServiceSpec, card: ServiceModelCard | None, expires: d
         details=wire.ModelDetails(format=card.format if card else "", family=spec.family,
                                   families=[spec.family] if spec.family else None,
                                   parameter_size=card.parameter_size if card else ""),
-        expires_at=timestamp(expires), size_vram=0, context_length=0, slots=0, running=running, queued=0,
-        kind=spec.kind,
+        # a service model on a GPU holds its weights there: all of its size counts as device memory
+        expires_at=timestamp(expires), size_vram=(card.size if card else 0) if device != "cpu" else 0,
+        context_length=0, slots=0, running=running, queued=0, kind=spec.kind,
+        processor="100% CPU" if device == "cpu" else "100% GPU", device=device,
     )
 
 
