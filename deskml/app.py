@@ -76,7 +76,8 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         app.state.hub = Hub(settings, registry)
         app.state.manager = manager
         app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
-        services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive)
+        services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive,
+                                  gpu_services=settings.gpu_services)
         app.state.services = services
         detectors = (settings.detect_models_dir or settings.data_dir / "detectors").expanduser()
         services.specs.extend(user_detector_specs(detectors))

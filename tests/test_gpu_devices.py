@@ -68,7 +68,7 @@ def test_torch_info_from_a_faked_cuda_torch(monkeypatch: pytest.MonkeyPatch) -> 
     assert devices.torch_device(fake, "embedding", "auto") == "cuda"
     assert devices.torch_device(fake, "embedding", "off") == "cpu"
     assert devices.torch_device(fake, "embedding", "image") == "cpu"
-    assert devices.torch_device(fake, "image", "image,speech") == "cuda"
+    assert devices.torch_device(fake, "image", "image,asr") == "cuda"
 
 
 def test_onnx_and_ctranslate2_placement(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,10 +76,10 @@ def test_onnx_and_ctranslate2_placement(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(devices, "_probe_ctranslate2_cuda", lambda: 1)
     assert devices.onnx_providers("vision", "auto") == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert devices.onnx_providers("vision", "off") == ["CPUExecutionProvider"]
-    assert devices.ctranslate2_placement("speech", "auto") == ("cuda", "float16")
-    assert devices.ctranslate2_placement("speech", "embedding") == ("cpu", "int8")
+    assert devices.ctranslate2_placement("asr", "auto") == ("cuda", "float16")
+    assert devices.ctranslate2_placement("asr", "embedding") == ("cpu", "int8")
     monkeypatch.setattr(devices, "_probe_ctranslate2_cuda", lambda: 0)
-    assert devices.ctranslate2_placement("speech", "auto") == ("cpu", "int8")
+    assert devices.ctranslate2_placement("asr", "auto") == ("cpu", "int8")
 
 
 # settings and planning --------------------------------------------------------------------------------

@@ -128,14 +128,25 @@ def list_models() -> None:
     console.print(table)
 
 
+def processor_cell(row: dict[str, Any]) -> str:
+    """Ollama's PROCESSOR column; from size_vram / size when the server (an Ollama) sends no `processor`."""
+    from deskml.engines.devices import processor
+
+    size, vram = int(row.get("size") or 0), int(row.get("size_vram") or 0)
+    text = row.get("processor") or processor(vram / size if size > 0 else 0.0)
+    device = row.get("device")
+    return f"{text} ({device})" if device and device != "cpu" else str(text)
+
+
 @app.command()
 def ps() -> None:
     """List loaded models and how busy they are."""
     data = _call(_client().get, "/api/ps")
-    table = Table("NAME", "KIND", "ID", "SIZE", "CONTEXT", "RUNNING", "QUEUED", "UNTIL", box=None, pad_edge=False)
+    table = Table("NAME", "KIND", "ID", "SIZE", "PROCESSOR", "CONTEXT", "RUNNING", "QUEUED", "UNTIL",
+                  box=None, pad_edge=False)
     for m in data.get("models", []):
         # one model can be loaded twice (chat and embedding): KIND tells the two instances apart
-        table.add_row(m["name"], m.get("kind", "llm"), m["digest"][:12], _size(m["size"]),
+        table.add_row(m["name"], m.get("kind", "llm"), m["digest"][:12], _size(m["size"]), processor_cell(m),
                       str(m.get("context_length", "")),
                       f"{m.get('running', 0)}/{m.get('slots', '?')}", str(m.get("queued", 0)),
                       _ago(m["expires_at"]))

@@ -166,7 +166,12 @@ class OnnxYoloDetector:
         options = ort.SessionOptions()
         options.intra_op_num_threads = cpu_threads()
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        from deskml.engines.devices import onnx_providers
+        from deskml.engines.vision import session_device
+
+        providers = onnx_providers(self.spec.kind, getattr(self, "gpu_services", "auto"))
+        self._session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.device = session_device(self._session)
         first = self._session.get_inputs()[0]
         self._input = first.name
         shape = first.shape

@@ -266,7 +266,7 @@ def processor(fraction: float) -> str:
 
 
 # service models ----------------------------------------------------------------------------------
-SERVICE_KINDS = ("embedding", "classification", "image", "speech", "vision", "detection")
+SERVICE_KINDS = ("embedding", "classify", "detect", "asr", "image")  # the kinds that can use a GPU
 
 
 def services_allowed(setting: str, kind: str) -> bool:

@@ -26,6 +26,7 @@ from diffusers.utils import logging as diffusers_logging
 
 from deskml.core.errors import BadRequest, ModelLoadError
 from deskml.core.media import ImageDone, ImageRequest
+from deskml.engines.devices import torch_device
 from deskml.engines.images_io import encode_image
 from deskml.runtime.services import ServiceSpec
 
@@ -60,12 +61,18 @@ class DiffusersEngine:
         self.pipe: Any = None
         self.defaults: dict[str, Any] = {}
         self._lock = threading.Lock()
+        self.gpu_services = "auto"  # DESKML_GPU_SERVICES, set by the service manager
+        self.device = "cpu"
 
     def load(self) -> None:
         diffusers_logging.disable_progress_bar()  # per-component load bars would flood the server log
-        pipe = DiffusionPipeline.from_pretrained(str(self.path), dtype=torch.float32, local_files_only=True)
+        self.device = torch_device(torch, self.spec.kind, self.gpu_services)
+        # fp16 halves a pipeline's memory and is how these models run on CUDA; CPU and MPS keep fp32,
+        # where half precision is slow (CPU) or gives black images with some VAEs (MPS)
+        dtype = torch.float16 if self.device == "cuda" else torch.float32
+        pipe = DiffusionPipeline.from_pretrained(str(self.path), dtype=dtype, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to("cpu")
+        self.pipe = pipe.to(self.device)
         unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         native = int(getattr(unet.config, "sample_size", 64)) * int(getattr(pipe, "vae_scale_factor", 8))
         self.defaults = {"width": native, "height": native, "steps": 25, "guidance_scale": 7.5}

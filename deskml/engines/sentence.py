@@ -30,6 +30,8 @@ class MiniLMEmbedder:
         self._tokenizer: Any = None
         self._model: Any = None
         self._lock = threading.Lock()
+        self.gpu_services = "auto"  # DESKML_GPU_SERVICES, set by the service manager
+        self.device = "cpu"
 
     @property
     def dimensions(self) -> int:
@@ -43,7 +45,12 @@ class MiniLMEmbedder:
         if folder is None or not (folder / "config.json").is_file():
             raise ModelLoadError(f"the weights of {self.spec.name} are missing: {self.spec.install_command}")
         self._tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self._model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
+        import torch
+
+        from deskml.engines.devices import torch_device
+
+        self.device = torch_device(torch, self.spec.kind, self.gpu_services)
+        self._model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval().to(self.device)
 
     def close(self) -> None:
         self._tokenizer = None
@@ -77,12 +84,14 @@ class MiniLMEmbedder:
         batch = self._tokenizer(
             texts, padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
         )
+        if self.device != "cpu":
+            batch = batch.to(self.device)
         with self._lock, torch.inference_mode():
             hidden = self._model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
         unit = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        return unit.tolist(), batch["attention_mask"].sum(dim=1).tolist()
+        return unit.float().cpu().tolist(), batch["attention_mask"].sum(dim=1).cpu().tolist()
 
 
 class WordLlamaEmbedder:

@@ -98,6 +98,16 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return exp / exp.sum(axis=-1, keepdims=True)
 
 
+def session_device(session: Any) -> str:
+    """The device an onnxruntime session really runs on (its first provider after fallbacks)."""
+    try:
+        first = str(session.get_providers()[0])
+    except Exception:
+        return "cpu"
+    return {"CUDAExecutionProvider": "cuda", "ROCMExecutionProvider": "rocm", "CoreMLExecutionProvider": "coreml",
+            "DmlExecutionProvider": "directml"}.get(first, "cpu")
+
+
 class EfficientNetClassifier:
     """Engine for `kind="classify"` specs: bytes -> preprocessed array -> batched probabilities."""
 
@@ -124,9 +134,11 @@ class EfficientNetClassifier:
                 options = ort.SessionOptions()
                 options.intra_op_num_threads = cpu_threads()
                 options.log_severity_level = 3
-                self._session = ort.InferenceSession(
-                    export_onnx(model), options, providers=["CPUExecutionProvider"]
-                )
+                from deskml.engines.devices import onnx_providers
+
+                providers = onnx_providers(self.spec.kind, getattr(self, "gpu_services", "auto"))
+                self._session = ort.InferenceSession(export_onnx(model), options, providers=providers)
+                self.device = session_device(self._session)
                 return
         self._torch_model = model
 

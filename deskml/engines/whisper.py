@@ -110,7 +110,10 @@ class WhisperEngine:
 
     def load(self) -> None:
         threads = int(self.spec.options.get("threads") or 0) or (os.cpu_count() or 1)
-        self.model = WhisperModel(str(self._model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
+        from deskml.engines.devices import ctranslate2_placement
+
+        self.device, compute = ctranslate2_placement(self.spec.kind, getattr(self, "gpu_services", "auto"))
+        self.model = WhisperModel(str(self._model_dir()), device=self.device, compute_type=compute, cpu_threads=threads)
         self.multilingual = bool(self.model.model.is_multilingual)
 
     def close(self) -> None:

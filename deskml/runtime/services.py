@@ -96,8 +96,10 @@ class LoadedService:
 
 
 class ServiceManager:
-    def __init__(self, specs: list[ServiceSpec], keep_alive: float, workers: int = 4) -> None:
+    def __init__(self, specs: list[ServiceSpec], keep_alive: float, workers: int = 4,
+                 gpu_services: str = "auto") -> None:
         self.specs = specs
+        self.gpu_services = gpu_services  # DESKML_GPU_SERVICES, read by engines that can use a GPU
         self.keep_alive = keep_alive
         self._loaded: dict[str, LoadedService] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -221,6 +223,7 @@ class ServiceManager:
                 f"model '{spec.name}' needs {exc.name}; install: {spec.install_command}"
             ) from exc
         engine = cls(spec)
+        engine.gpu_services = self.gpu_services  # set before load, where an engine picks its device
         started = time.perf_counter()
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, engine.load)

@@ -109,6 +109,10 @@ class _LiveState(Collector):
             f"{PREFIX}_queued_requests", "Requests waiting for a slot, per loaded model.", labels=["model", "kind"]
         )
         slots = GaugeMetricFamily(f"{PREFIX}_slots", "Decoding slots per loaded model.", labels=["model", "kind"])
+        vram = GaugeMetricFamily(
+            f"{PREFIX}_model_device_memory_bytes", "Estimated GPU memory of a loaded model (0 on the CPU).",
+            labels=["model", "kind", "device"],
+        )
         manager = getattr(self.state, "manager", None)
         models = manager.loaded() if manager is not None else []
         for model in models:
@@ -117,13 +121,16 @@ class _LiveState(Collector):
             running.add_metric(labels, model.scheduler.running)
             queued.add_metric(labels, model.scheduler.queued)
             slots.add_metric(labels, model.scheduler.slots)
+            gpu = getattr(model, "gpu", None)
+            on_gpu = gpu is not None and gpu.n_gpu_layers > 0 and gpu.devices
+            vram.add_metric([*labels, gpu.devices[0].name if on_gpu else "cpu"], getattr(model, "size_vram", 0))
         # vision, embedding and other service models (no slots or queue of their own)
         services = getattr(self.state, "services", None)
         others = services.loaded() if services is not None and hasattr(services, "loaded") else []
         for item in others:
             running.add_metric([item.spec.name, str(item.spec.kind)], getattr(item, "active", 0))
         loaded.add_metric([], len(models) + len(others))
-        yield from (loaded, memory, running, queued, slots)
+        yield from (loaded, memory, running, queued, slots, vram)
         history = getattr(self.state, "history", None)
         dropped = getattr(history, "dropped", None)
         if isinstance(dropped, int | float):

@@ -187,7 +187,8 @@ class WorkerRuntime:
         registry = Registry(ModelStore(settings.models_dir))
         manager = ModelManager(settings, registry)
         inference = InferenceService(settings, registry, manager)
-        services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive)
+        services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive,
+                                  gpu_services=settings.gpu_services)
         tasks = ServiceTasks(services, batch_size=settings.batch_max_size, batch_wait=settings.batch_wait_ms / 1000)
         inference.service_tasks = tasks
         manager.start()
