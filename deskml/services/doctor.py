@@ -257,14 +257,10 @@ def check_disk(settings: Settings) -> Check:
     return Check(name="disk", status="ok", message=f"{free / 2**30:.1f} GiB free in {path}")
 
 
-def check_gpu() -> Check:
-    listed = _run("nvidia-smi", "-L")
-    if listed:
-        return Check(name="gpu", status="info", message="NVIDIA GPU(s): " + "; ".join(listed.strip().splitlines())
-                     + " (the bundled llama.cpp wheel runs on the CPU)")
-    if Path("/dev/dri").exists() or platform.system() == "Darwin":
-        return Check(name="gpu", status="info", message="a graphics device exists; deskml runs models on the CPU")
-    return Check(name="gpu", status="info", message="no GPU found: models run on the CPU")
+def check_gpu(settings: Settings) -> list[Check]:
+    from deskml.services.doctor_gpu import gpu_checks  # it imports Check from here
+
+    return gpu_checks(settings, _run)
 
 
 # audit trail -----------------------------------------------------------------------------------
@@ -355,7 +351,7 @@ async def diagnose(settings: Settings, state: Any = None) -> Report:
     credentials = await asyncio.to_thread(_credentials, settings, state)
     checks = [check_bind(settings), port, *check_lan(settings, running), check_firewall(settings),
               check_cors(settings), check_auth(settings, credentials), check_tls(settings),
-              *await asyncio.to_thread(check_models, state, settings), check_disk(settings), check_gpu(),
+              *await asyncio.to_thread(check_models, state, settings), check_disk(settings), *check_gpu(settings),
               *await check_upstreams(settings, state),
               await asyncio.to_thread(check_history, settings, state, running), check_files(settings)]
     scheme = "https" if settings.tls_cert else "http"
