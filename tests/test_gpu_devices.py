@@ -237,3 +237,23 @@ def test_manager_with_gpu_off_or_no_gpu_keeps_everything_on_cpu(
     _fake_llama(monkeypatch)  # a CPU-only build: no GPU at all
     assert asyncio.run(scenario(ModelManager(make_settings(tmp_path), registry))) == 0
     assert [p.n_gpu_layers for p in loads.plans] == [0, 0]
+
+
+def test_modelfile_parameters_and_request_options_pick_the_gpu_request() -> None:
+    entry = types.SimpleNamespace(manifest=types.SimpleNamespace(parameters={"num_gpu": 12, "main_gpu": 1}))
+    assert ModelManager.gpu_for(entry) == (12, 1)  # type: ignore[arg-type]
+    assert ModelManager.gpu_for(entry, num_gpu=0) == (0, 1)  # type: ignore[arg-type]
+    assert ModelManager.gpu_for(entry, num_gpu=-1, main_gpu=0) == (None, 0)  # type: ignore[arg-type]
+    plain = types.SimpleNamespace(manifest=types.SimpleNamespace(parameters={}))
+    assert ModelManager.gpu_for(plain) == (None, None)  # type: ignore[arg-type]
+
+
+def test_gpu_options_are_checked() -> None:
+    from deskml.core.errors import BadRequest
+    from deskml.runtime.inference import gpu_options
+
+    assert gpu_options({"num_gpu": 20, "main_gpu": 1, "temperature": 0}) == {"num_gpu": 20, "main_gpu": 1}
+    assert gpu_options(None) == {"num_gpu": None, "main_gpu": None}
+    for bad in ({"num_gpu": "all"}, {"main_gpu": 1.5}, {"num_gpu": -2}, {"num_gpu": True}):
+        with pytest.raises(BadRequest):
+            gpu_options(bad)

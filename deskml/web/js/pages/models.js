@@ -62,13 +62,15 @@ export function mount(view) {
       if (disposed) return;
       if (!models.length) { clear(loaded, h("p", { class: "muted", text: "No model is loaded right now." })); return; }
       clear(loaded, h("table", {},
-        h("thead", {}, h("tr", {}, ["Name", "Kind", "Memory", "Context", "Slots", "Running", "Queued", "Expires", ""]
-          .map((t, i) => h("th", { text: t, class: i >= 2 && i <= 6 ? "num" : "" })))),
+        h("thead", {}, h("tr", {}, ["Name", "Kind", "Memory", "Processor", "Context", "Slots", "Running", "Queued", "Expires", ""]
+          .map((t, i) => h("th", { text: t, class: [2, 4, 5, 6, 7].includes(i) ? "num" : "" })))),
         h("tbody", {}, models.map((m) => h("tr", { dataset: { model: m.name, kind: m.kind || "llm" } },
           h("td", { class: "mono", text: m.name }),
           // a chat model used for /api/embed is loaded twice: each instance its own row, memory and expiry
           h("td", { class: "kind", text: loadedKind(m) }),
           h("td", { class: "num nowrap", text: fmtBytes(m.size) }),
+          // where it runs, as `ollama ps` says it: "100% CPU", "100% GPU", "48%/52% CPU/GPU" (+ the device)
+          h("td", { class: "nowrap processor", title: m.device || "", text: processorText(m) }),
           h("td", { class: "num", text: m.context_length ?? "" }),
           h("td", { class: "num", text: m.slots ?? "" }),
           h("td", { class: "num running", text: m.running ?? "" }),
@@ -80,6 +82,11 @@ export function mount(view) {
     } catch (error) {
       clear(loaded, errorBox(error));
     }
+  }
+
+  function processorText(m) {
+    const text = m.processor || (m.size_vram > 0 && m.size ? `${Math.round((m.size_vram / m.size) * 100)}% GPU` : "100% CPU");
+    return m.device && m.device !== "cpu" ? `${text} (${m.device})` : text;
   }
 
   function expires(iso) {
