@@ -72,7 +72,16 @@ class DiffusersEngine:
         dtype = torch.float16 if self.device == "cuda" else torch.float32
         pipe = DiffusionPipeline.from_pretrained(str(self.path), dtype=dtype, local_files_only=True)
         pipe.set_progress_bar_config(disable=True)
-        self.pipe = pipe.to(self.device)
+        try:
+            self.pipe = pipe.to(self.device)
+        except Exception as exc:  # out of device memory: the CPU, in float32, still works
+            if self.device == "cpu":
+                raise
+            log.warning("%s could not move to %s (%s); running on the CPU", self.spec.name, self.device, exc)
+            self.device = "cpu"
+            pipe = DiffusionPipeline.from_pretrained(str(self.path), dtype=torch.float32, local_files_only=True)
+            pipe.set_progress_bar_config(disable=True)
+            self.pipe = pipe.to("cpu")
         unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
         native = int(getattr(unet.config, "sample_size", 64)) * int(getattr(pipe, "vae_scale_factor", 8))
         self.defaults = {"width": native, "height": native, "steps": 25, "guidance_scale": 7.5}

@@ -12,11 +12,14 @@ package folder as cache dir and downloads disabled finds the bundled files.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
 from deskml.core.errors import ContextOverflow, ModelLoadError
 from deskml.engines.weights import package_dir
+
+log = logging.getLogger("deskml.engines.sentence")
 
 CHUNK = 32  # texts per forward pass; longer lists are split, sorted by length to limit padding
 
@@ -49,8 +52,13 @@ class MiniLMEmbedder:
 
         from deskml.engines.devices import torch_device
 
+        model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval()
         self.device = torch_device(torch, self.spec.kind, self.gpu_services)
-        self._model = AutoModel.from_pretrained(str(folder), local_files_only=True).eval().to(self.device)
+        try:
+            self._model = model.to(self.device)
+        except Exception as exc:  # out of device memory, a broken driver: the CPU still works
+            log.warning("%s could not move to %s (%s); running on the CPU", self.spec.name, self.device, exc)
+            self.device, self._model = "cpu", model.to("cpu")
 
     def close(self) -> None:
         self._tokenizer = None

@@ -113,7 +113,16 @@ class WhisperEngine:
         from deskml.engines.devices import ctranslate2_placement
 
         self.device, compute = ctranslate2_placement(self.spec.kind, getattr(self, "gpu_services", "auto"))
-        self.model = WhisperModel(str(self._model_dir()), device=self.device, compute_type=compute, cpu_threads=threads)
+        try:
+            self.model = WhisperModel(str(self._model_dir()), device=self.device, compute_type=compute,
+                                      cpu_threads=threads)
+        except Exception as exc:
+            if self.device == "cpu":
+                raise
+            # a CUDA device without its cuBLAS/cuDNN libraries, or out of memory: the CPU still works
+            log.warning("%s could not load on %s (%s); loading on the CPU", self.spec.name, self.device, exc)
+            self.device = "cpu"
+            self.model = WhisperModel(str(self._model_dir()), device="cpu", compute_type="int8", cpu_threads=threads)
         self.multilingual = bool(self.model.model.is_multilingual)
 
     def close(self) -> None:
