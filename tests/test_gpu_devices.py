@@ -241,11 +241,11 @@ def test_manager_with_gpu_off_or_no_gpu_keeps_everything_on_cpu(
 
 def test_modelfile_parameters_and_request_options_pick_the_gpu_request() -> None:
     entry = types.SimpleNamespace(manifest=types.SimpleNamespace(parameters={"num_gpu": 12, "main_gpu": 1}))
-    assert ModelManager.gpu_for(entry) == (12, 1)  # type: ignore[arg-type]
-    assert ModelManager.gpu_for(entry, num_gpu=0) == (0, 1)  # type: ignore[arg-type]
-    assert ModelManager.gpu_for(entry, num_gpu=-1, main_gpu=0) == (None, 0)  # type: ignore[arg-type]
+    assert ModelManager.requested_gpu(entry) == (12, 1)  # type: ignore[arg-type]
+    assert ModelManager.requested_gpu(entry, num_gpu=0) == (0, 1)  # type: ignore[arg-type]
+    assert ModelManager.requested_gpu(entry, num_gpu=-1, main_gpu=0) == (None, 0)  # type: ignore[arg-type]
     plain = types.SimpleNamespace(manifest=types.SimpleNamespace(parameters={}))
-    assert ModelManager.gpu_for(plain) == (None, None)  # type: ignore[arg-type]
+    assert ModelManager.requested_gpu(plain) == (None, None)  # type: ignore[arg-type]
 
 
 def test_gpu_options_are_checked() -> None:
@@ -257,3 +257,24 @@ def test_gpu_options_are_checked() -> None:
     for bad in ({"num_gpu": "all"}, {"main_gpu": 1.5}, {"num_gpu": -2}, {"num_gpu": True}):
         with pytest.raises(BadRequest):
             gpu_options(bad)
+
+
+def test_num_gpu_without_a_usable_gpu_does_not_reload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPU-only build: num_gpu and main_gpu are accepted and change nothing, as before GPU support."""
+    _fake_llama(monkeypatch)
+    loads = _Loads()
+    monkeypatch.setattr(llama_cpp.LlamaCppModel, "load", lambda engine: loads(engine))
+    settings = make_settings(tmp_path)
+    registry = Registry(ModelStore(settings.models_dir))
+
+    async def scenario() -> None:
+        manager = ModelManager(settings, registry)
+        try:
+            first, _ = await manager.ensure_loaded(MODEL)
+            again, _ = await manager.ensure_loaded(MODEL, num_gpu=20, main_gpu=1)
+            assert again is first and first.size_vram == 0
+        finally:
+            await manager.close()
+
+    asyncio.run(scenario())
+    assert len(loads.plans) == 1

@@ -114,6 +114,7 @@ class ModelManager:
         self._changed = asyncio.Event()
         self.budget = settings.memory_budget_mb * (1 << 20) or int(_physical_memory() * 0.75)
         self.on_change: list[Callable[[], None]] = []
+        self._gpus_usable: bool | None = None
 
     # public ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -141,13 +142,21 @@ class ModelManager:
         return max(256, min(wanted, trained, ceiling))
 
     @staticmethod
-    def gpu_for(entry: ModelEntry, num_gpu: int | None = None, main_gpu: int | None = None) -> GpuRequest:
+    def requested_gpu(entry: ModelEntry, num_gpu: int | None = None, main_gpu: int | None = None) -> GpuRequest:
         """A request's num_gpu/main_gpu, else the model's PARAMETER lines; negative num_gpu = automatic."""
         params = entry.manifest.parameters
         layers = num_gpu if num_gpu is not None else params.get("num_gpu")
         main = main_gpu if main_gpu is not None else params.get("main_gpu")
         layers = None if layers is None or int(layers) < 0 else int(layers)
         return layers, None if main is None or int(main) < 0 else int(main)
+
+    def gpu_for(self, entry: ModelEntry, num_gpu: int | None = None, main_gpu: int | None = None) -> GpuRequest:
+        """The GPU part of an instance's identity. Without a usable GPU, num_gpu and main_gpu change nothing,
+        so they must not reload the model either (clients such as Open WebUI send num_gpu)."""
+        if self._gpus_usable is None:  # the devices a build sees do not change while it runs
+            self._gpus_usable = self.settings.gpu != "off" and bool(
+                devices.select_devices(self.settings.gpu, devices.llama_devices()))
+        return self.requested_gpu(entry, num_gpu, main_gpu) if self._gpus_usable else (None, None)
 
     @contextlib.asynccontextmanager
     async def lease(
