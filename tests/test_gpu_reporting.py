@@ -97,3 +97,18 @@ def test_cli_processor_column() -> None:
     # an Ollama server sends only size and size_vram
     assert processor_cell({"size": 100, "size_vram": 52}) == "48%/52% CPU/GPU"
     assert processor_cell({"size": 100, "size_vram": 0}) == "100% CPU"
+
+
+def test_metrics_gauge_for_a_service_model_on_a_gpu(tmp_path: Path) -> None:
+    from deskml.services.metrics import _LiveState
+
+    weights = tmp_path / "model.onnx"
+    weights.write_bytes(b"x" * 1000)
+    spec = ServiceSpec(name="yolo", kind="detect", engine="x:Y", extra="vision", options={"path": str(weights)})
+    on_gpu = types.SimpleNamespace(spec=spec, engine=types.SimpleNamespace(device="cuda"), active=0)
+    on_cpu = types.SimpleNamespace(spec=ServiceSpec(name="cpu-one", kind="detect", engine="x:Y", extra="vision"),
+                                   engine=types.SimpleNamespace(device="cpu"), active=0)
+    state = types.SimpleNamespace(manager=None, services=types.SimpleNamespace(loaded=lambda: [on_gpu, on_cpu]))
+    family = next(m for m in _LiveState(state).collect() if m.name == "deskml_model_device_memory_bytes")
+    assert [(s.labels, s.value) for s in family.samples] == [
+        ({"model": "yolo", "kind": "detect", "device": "cuda"}, 1000.0)]

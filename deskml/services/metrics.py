@@ -88,6 +88,15 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def _weights_size(spec: Any) -> int:
+    from deskml.runtime.service_models import weight_files
+
+    try:
+        return sum(f.stat().st_size for f in weight_files(spec))
+    except OSError:
+        return 0
+
+
 class _LiveState(Collector):
     """Gauges that are facts about now: loaded models, their memory, slots, queues, history drops."""
 
@@ -129,6 +138,9 @@ class _LiveState(Collector):
         others = services.loaded() if services is not None and hasattr(services, "loaded") else []
         for item in others:
             running.add_metric([item.spec.name, str(item.spec.kind)], getattr(item, "active", 0))
+            device = str(getattr(getattr(item, "engine", None), "device", "cpu"))
+            if device != "cpu":  # its weights live on the device: their size is the estimate
+                vram.add_metric([item.spec.name, str(item.spec.kind), device], _weights_size(item.spec))
         loaded.add_metric([], len(models) + len(others))
         yield from (loaded, memory, running, queued, slots, vram)
         history = getattr(self.state, "history", None)
