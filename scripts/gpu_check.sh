@@ -32,8 +32,11 @@ step "building xllamacpp for sm_${ARCH} from ${SDIST} in ${WORK}"
 VPY="$WORK/venv/bin/python"
 mkdir -p "$WORK/src"
 tar -xzf "$SDIST" -C "$WORK/src" --strip-components=1
-export XLLAMACPP_BUILD_CUDA=1 CUDA_ARCHITECTURES="${ARCH}-real" CMAKE_CUDA_ARCHITECTURES="${ARCH}-real"
-export CMAKE_GENERATOR=Ninja CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)
+# xllamacpp's scripts/build.py reads CUDA_ARCHITECTURES (default "native") and NPROC, and appends CMAKE_ARGS
+# to its own. llama.cpp's llguidance is a Rust project its CMake clones at build time: without network pass
+# GPU_CHECK_CMAKE_ARGS=-DLLAMA_LLGUIDANCE=OFF (untested whether xllamacpp then still links).
+export XLLAMACPP_BUILD_CUDA=1 CUDA_ARCHITECTURES="${ARCH}-real" NPROC=$(nproc)
+export CMAKE_GENERATOR=Ninja CMAKE_ARGS="${GPU_CHECK_CMAKE_ARGS:-}"
 # --no-build-isolation --no-index: no network; build requirements come from the system Python
 timeout 420 "$VPY" -m pip install --no-build-isolation --no-index --no-deps -q "$WORK/src" \
   > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; echo "BUILD FAILED (log: $WORK/build.log)"; exit 3; }
