@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         "auto",
         description="GPUs for service models (torch, onnxruntime, CTranslate2): auto (cuda/mps or the GPU "
         "execution provider when installed), off (CPU only), or the kinds that may use one, e.g. "
-        "embedding,image.",
+        "embedding,image (kinds: embedding, classify, detect, asr, image).",
     )
     kv_cache_type: Literal["f16", "q8_0", "q4_0"] = Field(
         "q8_0",
@@ -304,6 +304,13 @@ class Settings(BaseSettings):
 
         parse_gpu_setting(value)  # a typo fails at start, not at the first load
         return value.strip().lower() or "auto"
+
+    @field_validator("gpu_services", mode="after")
+    @classmethod
+    def _gpu_services(cls, value: str) -> str:
+        from deskml.engines.devices import parse_services_setting
+
+        return parse_services_setting(value)
 
     @field_validator("keep_alive", mode="before")
     @classmethod

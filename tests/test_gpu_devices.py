@@ -90,6 +90,9 @@ def test_gpu_setting_values(tmp_path: Path) -> None:
     assert devices.parse_gpu_setting("OFF") == "off"
     with pytest.raises(ValidationError, match="DESKML_GPU"):
         make_settings(tmp_path, gpu="cuda")
+    assert make_settings(tmp_path, gpu_services=" Embedding, image ").gpu_services == "embedding,image"
+    with pytest.raises(ValidationError, match="unknown kind"):
+        make_settings(tmp_path, gpu_services="embeddings")
 
 
 def test_auto_layers_fit_free_memory() -> None:

@@ -269,6 +269,19 @@ def processor(fraction: float) -> str:
 SERVICE_KINDS = ("embedding", "classify", "detect", "asr", "image")  # the kinds that can use a GPU
 
 
+def parse_services_setting(value: str) -> str:
+    """DESKML_GPU_SERVICES normalised; an unknown kind is an error at start, not a silent CPU run."""
+    text = value.strip().lower()
+    if text in {"", "auto", "on", "off", "none", "cpu"}:
+        return text or "auto"
+    kinds = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [k for k in kinds if k not in SERVICE_KINDS]
+    if unknown:
+        raise ValueError(f"DESKML_GPU_SERVICES: unknown kind(s) {unknown}; use auto, off or some of "
+                         f"{', '.join(SERVICE_KINDS)}")
+    return ",".join(kinds)
+
+
 def services_allowed(setting: str, kind: str) -> bool:
     """DESKML_GPU_SERVICES: auto (every kind may use a GPU), off, or the kinds that may ("embedding,image")."""
     text = setting.strip().lower()
