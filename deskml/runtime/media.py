@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from deskml.core import media as m
 from deskml.core.errors import BadRequest, NotImplementedFeature
 from deskml.runtime.extras import install_command
-from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec
+from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec, _importable
 
 T = TypeVar("T")
 _END = object()
@@ -138,9 +138,12 @@ class MediaService:
     def image_spec(self, name: str | None) -> ServiceSpec:
         if name is None and not any(s.kind == "image" for s in self.services.specs):
             where = f" into {self.image_models_dir}" if self.image_models_dir else ""
+            # The install command only where the engine itself is missing: with it installed, it misleads.
+            engine = "" if all(_importable(mod) for mod in ("torch", "diffusers")) else \
+                f"; the engine needs: {install_command('image')}"
             raise NotImplementedFeature(
                 f"no image model is installed: put a diffusers pipeline directory (save_pretrained layout){where} "
-                f"and restart; the engine needs: {install_command('image')}")
+                f"and restart{engine}")
         return self.services.get_spec(name, "image")
 
     async def generate_image(self, req: m.ImageRequest) -> AsyncIterator[m.ImageEvent]:

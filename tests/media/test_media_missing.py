@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
@@ -12,15 +14,18 @@ from tests.conftest import make_settings
 from tests.media.conftest import espeak
 
 
-def test_no_image_model_is_501_saying_where_to_put_one(tmp_path: Path) -> None:
+def test_no_image_model_is_501_saying_where_to_put_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as client:
         response = client.post("/v1/images/generations", json={"prompt": "a cat"})
         assert response.status_code == 501
         message = response.json()["error"]["message"]
         assert "diffusers pipeline" in message and str(tmp_path / "image-models") in message
-        assert install_command("image") in message
+        assert install_command("image") not in message  # the engine is installed here: only a model is missing
         seed = client.post("/api/images/generate", json={"prompt": "a cat"})
         assert seed.status_code == 501 and seed.json()["success"] is False
+        monkeypatch.setitem(sys.modules, "diffusers", None)  # as without the [image] extra
+        message = client.post("/v1/images/generations", json={"prompt": "a cat"}).json()["error"]["message"]
+        assert "diffusers pipeline" in message and install_command("image") in message
 
 
 def test_missing_extra_is_501_with_the_pip_command(tmp_path: Path) -> None:
