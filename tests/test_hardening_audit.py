@@ -12,7 +12,7 @@ import os
 import re
 import stat
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -28,18 +28,10 @@ from deskml.services.db import HistoryRow
 from deskml.services.history import HistoryWriter, _Pending, to_row
 from deskml.services.logging import JsonFormatter, TextFormatter
 from tests.conftest import ServerProcess, make_settings
+from tests.test_history import wait_for
 
 # valid JSON: an escaped lone surrogate, which no UTF-8 database or log can hold
 SURROGATE_BODY = b'{"model": "smollm2", "prompt": "hi \\ud800", "stream": false, "options": {"num_predict": 2}}'
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def rows(client: TestClient) -> list[HistoryRow]:

@@ -100,7 +100,7 @@ def search(word: list[str] | None = typer.Argument(None, help="Words to look for
     found = catalog.search(" ".join(word or []))
     if not found:
         raise _fail(f"nothing in the catalog matches {' '.join(word or [])!r}")
-    registry = Registry(ModelStore(settings.models_dir))
+    registry = Registry(ModelStore.for_settings(settings))
     table = Table(box=None, pad_edge=False)
     table.add_column("NAME", no_wrap=True)
     for column in ("KIND", "FAMILY", "PARAMS", "SIZE", "MIN RAM", "CAPABILITIES", "HERE"):
@@ -117,7 +117,7 @@ def du(data_dir: Path | None = typer.Option(None, help="Data directory (DESKML_D
     from deskml.runtime.registry import Registry
     from deskml.runtime.store import ModelStore
 
-    usage = Registry(ModelStore(_settings(data_dir).models_dir)).usage()
+    usage = Registry(ModelStore.for_settings(_settings(data_dir))).usage()
     table = Table("NAME", "KIND", "SIZE", "SHARED", "WHERE", box=None, pad_edge=False)
     for model in sorted(usage.models, key=lambda m: -m.size):
         table.add_row(model.name, model.kind, _size(model.size), _size(model.shared) if model.shared else "",
@@ -143,7 +143,7 @@ def export(models: list[str] = typer.Argument(..., help="Models to export."),
     from deskml.runtime.registry import Registry
     from deskml.runtime.store import ModelStore
 
-    registry = Registry(ModelStore(_settings(data_dir).models_dir))
+    registry = Registry(ModelStore.for_settings(_settings(data_dir)))
     try:
         written = export_models(registry, models, output,
                                 lambda digest, size: console.print(f"adding {digest[7:19]} ({_size(size)})"))
@@ -158,7 +158,7 @@ def import_(source: Path = typer.Argument(..., help="Tar file written by `deskml
     from deskml.runtime.hub.transfer import import_models
     from deskml.runtime.store import ModelStore
 
-    store = ModelStore(_settings(data_dir).models_dir)
+    store = ModelStore.for_settings(_settings(data_dir))
     try:
         imported = import_models(store, source,
                                  lambda digest, size: console.print(f"verifying {digest[7:19]} ({_size(size)})"))

@@ -218,7 +218,7 @@ def check_models(state: Any, settings: Settings) -> list[Check]:
     from deskml.runtime.registry import Registry
     from deskml.runtime.store import ModelStore
 
-    registry = getattr(state, "registry", None) or Registry(ModelStore(settings.models_dir))
+    registry = getattr(state, "registry", None) or Registry(ModelStore.for_settings(settings))
     entries = registry.list()
     if not entries:
         return [Check(name="models", status="fail", message="no LLM is installed",

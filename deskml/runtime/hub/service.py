@@ -48,7 +48,6 @@ class HubConfig:
     hf_endpoint: str
     hf_token: str | None
     pypi_index_url: str
-    disk_reserve_bytes: int
     catalog_file: Path | None = None
 
     @classmethod
@@ -58,7 +57,6 @@ class HubConfig:
             hf_endpoint=settings.hf_endpoint or env.get("HF_ENDPOINT") or "https://huggingface.co",
             hf_token=env.get("HF_TOKEN") or env.get("HUGGING_FACE_HUB_TOKEN") or None,
             pypi_index_url=settings.pypi_index_url or env.get("PIP_INDEX_URL") or "https://pypi.org/simple",
-            disk_reserve_bytes=settings.disk_reserve_mb * 1024 * 1024,
             catalog_file=settings.catalog_file,
         )
 
@@ -351,7 +349,7 @@ class Hub:
         stat = local.path.stat()
         if stat.st_dev == store.blobs.stat().st_dev:
             return
-        ensure_room(store.blobs, stat.st_size, f"copying {local.path.name}", self.config.disk_reserve_bytes)
+        ensure_room(store.blobs, stat.st_size, f"copying {local.path.name}", store.reserve_bytes)
 
     def _check_disk(self, plan: PullPlan) -> None:
         store = self.registry.store
@@ -366,4 +364,4 @@ class Hub:
             partial = store.partial_path(key) if key else None
             have = partial.stat().st_size if partial is not None and partial.exists() else 0
             need += max(0, size - have)
-        ensure_room(store.blobs, need, plan.name, self.config.disk_reserve_bytes)
+        ensure_room(store.blobs, need, plan.name, store.reserve_bytes)

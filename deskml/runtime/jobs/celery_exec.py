@@ -184,7 +184,7 @@ class WorkerRuntime:
         db = Database.from_settings(settings)
         await asyncio.to_thread(db.migrate)
         store = JobStore(db, settings.jobs_heartbeat_seconds)
-        registry = Registry(ModelStore(settings.models_dir))
+        registry = Registry(ModelStore.for_settings(settings))
         manager = ModelManager(settings, registry)
         inference = InferenceService(settings, registry, manager)
         services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive,

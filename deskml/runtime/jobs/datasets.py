@@ -21,6 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from deskml.core.errors import BadRequest, NotImplementedFeature, PayloadTooLarge
+from deskml.runtime.extras import install_command
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")
@@ -228,7 +229,7 @@ def parse_image_dataset(data: bytes, max_files: int, max_bytes: int, *, verify: 
                 from PIL import Image, UnidentifiedImageError
             except ImportError:  # an install without the vision extra: say which, not a 500
                 raise NotImplementedFeature(
-                    "image datasets (a zip of label folders) need the vision extra: pip install 'deskml[vision]'"
+                    f"image datasets (a zip of label folders) need the vision extra: {install_command('vision')}"
                 ) from None
 
             budget = [max_bytes]
