@@ -6,7 +6,9 @@ one to the seed's ML-backend routes gets `{success:false,error}`, and the rest O
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +64,15 @@ def error_body(dialect: Dialect, status: int, message: str, *, code: str | None 
     if dialect == "backend":
         return {"success": False, "error": message}
     return {"error": message}
+
+
+async def send_error(send: Send, dialect: Dialect, status: int, message: str, *, code: str | None = None,
+                     headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    """A whole JSON error reply in the dialect's shape, for middleware that answers before any route."""
+    payload = json.dumps(error_body(dialect, status, message, code=code)).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def error_response(dialect: Dialect, exc: DeskmlError) -> JSONResponse:

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deskml.api.errors import dialect_for_path, error_body
+from deskml.api.errors import dialect_for_path, send_error
 from deskml.core.context import current_record
 from deskml.services.discovery import mdns_host_name
 from deskml.services.netinfo import is_loopback
@@ -182,12 +182,7 @@ class HostOriginGuard:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
             return
-        payload = json.dumps(error_body(dialect_for_path(scope.get("path", "")), 403, message,
-                                        code="forbidden_origin")).encode()
-        await send({"type": "http.response.start", "status": 403,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(payload)).encode())]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, dialect_for_path(scope.get("path", "")), 403, message, code="forbidden_origin")
 
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Raw bodies: a blob upload is the file itself, whatever type the client gave it.
@@ -102,13 +100,9 @@ class BodySizeLimit:
 
     @staticmethod
     async def _refuse(scope: Scope, send: Send, limit: int, setting: str) -> None:
-        from deskml.api.errors import dialect_for_path, error_body
+        from deskml.api.errors import dialect_for_path, send_error
 
         mb = limit / (1 << 20)
-        body = error_body(dialect_for_path(scope.get("path", "")), 413,
-                          f"request body is larger than the {mb:g} MB limit ({setting})")
-        payload = json.dumps(body).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                                (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, dialect_for_path(scope.get("path", "")), 413,
+                         f"request body is larger than the {mb:g} MB limit ({setting})",
+                         headers=[(b"connection", b"close")])

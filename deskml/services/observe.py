@@ -25,7 +25,7 @@ from typing import Any
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deskml.api.errors import dialect_for_path, error_body
+from deskml.api.errors import dialect_for_path, error_body, send_error
 from deskml.core.context import RequestRecord, reset_record, set_record
 from deskml.core.trace import annotate
 
@@ -252,12 +252,9 @@ class Observe:
             await run_sinks(getattr(state, "record_sinks", []), record)
 
     async def _refuse(self, record: RequestRecord, send: Callable[[Message], Awaitable[None]]) -> None:
-        payload = json.dumps(error_body(record.dialect, 503, "server is shutting down")).encode()  # type: ignore[arg-type]
         record.error = "server shutting down"
-        await send({"type": "http.response.start", "status": 503, "headers": [
-            (b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-            (b"retry-after", b"5"), (b"connection", b"close")]})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, record.dialect, 503, "server is shutting down",  # type: ignore[arg-type]
+                         headers=[(b"retry-after", b"5"), (b"connection", b"close")])
 
     async def _cut_short(self, record: RequestRecord, started: bool, complete: bool, content_type: bytes,
                          send: Callable[[Message], Awaitable[None]]) -> None:

@@ -10,7 +10,6 @@ The middleware sits inside the auth middleware, which has put the caller on `sco
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -22,7 +21,7 @@ from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deskml.api.errors import dialect_for_path, error_body
+from deskml.api.errors import dialect_for_path, send_error
 from deskml.core.context import current_record
 from deskml.settings import Settings
 
@@ -219,9 +218,5 @@ class RateLimit:
         who = "this API key" if key.startswith("key:") else "this user" if key.startswith("user:") else "this client"
         unit = _UNITS.get(verdict.limit or "", verdict.limit)
         message = f"rate limit reached: {unit} for {who}; retry in {seconds} s"
-        payload = json.dumps(error_body(dialect_for_path(scope.get("path", "")), 429, message,
-                                     code="rate_limit_exceeded")).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
-                   (b"retry-after", str(seconds).encode()), *(verdict.headers or [])]
-        await send({"type": "http.response.start", "status": 429, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_error(send, dialect_for_path(scope.get("path", "")), 429, message, code="rate_limit_exceeded",
+                         headers=[(b"retry-after", str(seconds).encode()), *(verdict.headers or [])])
