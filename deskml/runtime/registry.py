@@ -9,11 +9,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deskml.core.digest import digest_of_file
 from deskml.core.errors import BadRequest, ModelNotFound
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo, read_gguf
 from deskml.runtime.packages import PackageModel, builtin_models
-from deskml.runtime.store import Manifest, ModelFile, ModelStore, ModelUsage, StoreUsage, digest_of_file
+from deskml.runtime.store import Manifest, ModelFile, ModelStore, ModelUsage, StoreUsage
 
 
 @dataclass

@@ -9,7 +9,6 @@ an optional extra that is not installed costs nothing until a request needs it, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.util
 import logging
@@ -25,6 +24,7 @@ from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
 from deskml.runtime import names
 from deskml.runtime.extras import install_command
+from deskml.runtime.reaper import Reaper
 
 log = logging.getLogger("deskml.runtime.services")
 
@@ -104,7 +104,9 @@ class ServiceManager:
         self._loaded: dict[str, LoadedService] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="service")
-        self._reaper: asyncio.Task[None] | None = None
+        # Polled at least every second: a request's keep_alive or the end of a call moves an expiry
+        # without waking it, as a wake-up between loading and running could unload a keep_alive 0 model.
+        self._reaper = Reaper(self._reap, name="deskml-service-keepalive", max_wait=1.0)
 
     # lookup ------------------------------------------------------------------------------
     def find(self, name: str, kind: ServiceKind | None = None) -> ServiceSpec | None:
@@ -151,13 +153,10 @@ class ServiceManager:
 
     # lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
-        self._reaper = asyncio.create_task(self._reap_forever(), name="deskml-service-keepalive")
+        self._reaper.start()
 
     async def close(self) -> None:
-        if self._reaper:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
+        await self._reaper.close()
         for name in list(self._loaded):
             await self.unload(name)
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -236,11 +235,13 @@ class ServiceManager:
         log.info("loaded %s (%s) in %.2fs", spec.name, spec.kind, loaded.load_seconds)
         return loaded
 
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for name, loaded in list(self._loaded.items()):
-                keep = self.keep_alive_of(loaded)
-                if keep >= 0 and loaded.active == 0 and now - loaded.last_used >= keep:
-                    await self.unload(name)
+    async def _reap(self) -> float | None:
+        """Unload the idle models whose keep_alive has run out; seconds until the next one does."""
+        now = time.monotonic()
+        for name, loaded in list(self._loaded.items()):
+            keep = self.keep_alive_of(loaded)
+            if keep >= 0 and loaded.active == 0 and now - loaded.last_used >= keep:
+                await self.unload(name)
+        upcoming = [loaded.last_used + self.keep_alive_of(loaded) for loaded in self._loaded.values()
+                    if self.keep_alive_of(loaded) >= 0 and loaded.active == 0]
+        return min(upcoming) - time.monotonic() if upcoming else None

@@ -27,16 +27,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from deskml.core.digest import CHUNK, HashingWriter, digest_of_file
 from deskml.core.errors import BadRequest, InsufficientStorage, NotFound
 from deskml.runtime import names
 from deskml.runtime.diskspace import ensure_room, free_bytes, full_disk_is_507, size_text
 from deskml.settings import Settings
 
-_CHUNK = 1024 * 1024
 _TEMP_PREFIX = ".partial-tmp-"  # an upload or copy in progress: worthless once its process is gone
 # A download kept for resuming: `.partial-<digest or url hash>`, or one piece of a joined file.
 _RESUMABLE = re.compile(r"^\.partial-(sha256|url)-[0-9a-f]{64}(-part\d+)?$")
-_RECHECK_EVERY = 64 * _CHUNK  # bytes written between free-space checks of an upload of unknown size
+_RECHECK_EVERY = 64 * CHUNK  # bytes written between free-space checks of an upload of unknown size
 
 
 # What a model is, so the right engine serves it. The names match `ServiceKind` in
@@ -115,14 +115,6 @@ def safe_relative(name: str) -> Path:
     return path
 
 
-def digest_of_file(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            sha.update(block)
-    return "sha256:" + sha.hexdigest()
-
-
 def check_digest(digest: str) -> str:
     algo, _, hexpart = digest.replace("-", ":", 1).partition(":")
     if algo != "sha256" or len(hexpart) != 64 or any(c not in "0123456789abcdef" for c in hexpart):
@@ -188,7 +180,7 @@ class ModelStore:
                 ensure_room(self.blobs, size, what, self.reserve_bytes)
                 with full_disk_is_507(self.blobs, what, size), self._temp() as (handle, tmp):
                     with open(source, "rb") as src:
-                        shutil.copyfileobj(src, handle, _CHUNK)
+                        shutil.copyfileobj(src, handle, CHUNK)
                     handle.flush()
                     os.replace(tmp, target)
         return ModelFile(digest=digest, size=target.stat().st_size, name=source.name)
@@ -202,22 +194,20 @@ class ModelStore:
         expected = check_digest(expected)
         what = f"the blob {expected}"
         ensure_room(self.blobs, size, what, self.reserve_bytes)
-        sha = hashlib.sha256()
-        written = checked = 0
+        checked = 0
         with full_disk_is_507(self.blobs, what, size), self._temp() as (handle, tmp):
+            out = HashingWriter(handle)
             async for chunk in chunks:
-                sha.update(chunk)
-                handle.write(chunk)
-                written += len(chunk)
-                if self.reserve_bytes and written - checked >= _RECHECK_EVERY:
-                    checked = written
+                out.write(chunk)
+                if self.reserve_bytes and out.written - checked >= _RECHECK_EVERY:
+                    checked = out.written
                     if free_bytes(self.blobs) < self.reserve_bytes:
                         raise InsufficientStorage(
-                            f"not enough disk space for {what}: stopped after {size_text(written)} because "
+                            f"not enough disk space for {what}: stopped after {size_text(out.written)} because "
                             f"{size_text(self.reserve_bytes)} must stay free (DESKML_DISK_RESERVE_MB)"
                         )
             handle.flush()
-            actual = "sha256:" + sha.hexdigest()
+            actual = out.digest()
             if actual != expected:
                 raise BadRequest(f"digest mismatch: body is {actual}, expected {expected}")
             target = self.blob_path(expected)

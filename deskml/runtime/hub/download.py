@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from deskml.core.digest import HashingWriter, hash_file
 from deskml.core.errors import Forbidden, NotFound, UpstreamError
 from deskml.runtime.diskspace import full_disk_is_507
 
-_CHUNK = 1 << 20
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -62,16 +62,6 @@ def status_error(response: httpx.Response, what: str) -> Exception:
     return UpstreamError(f"{host_of(str(response.url))} answered {code} for {what}")
 
 
-def _hash_prefix(path: Path, upto: int) -> hashlib._Hash:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        remaining = upto
-        while remaining > 0 and (block := handle.read(min(_CHUNK, remaining))):
-            sha.update(block)
-            remaining -= len(block)
-    return sha
-
-
 async def fetch(
     client: httpx.AsyncClient,
     url: str,
@@ -105,16 +95,16 @@ async def fetch(
                 if expected_size is None:
                     total = _total_from(response, offset)
                     expected_size = total
-                sha = _hash_prefix(partial, offset) if offset else hashlib.sha256()
+                sha = hash_file(partial, offset) if offset else hashlib.sha256()
                 done = offset
                 try:
                     # A full disk deletes the partial file: keeping it for a resume would keep the disk full.
                     with full_disk_is_507(partial.parent, what, expected_size, remove=partial), \
                             open(partial, "ab" if offset else "wb") as out:
+                        writer = HashingWriter(out, sha, offset)
                         async for block in response.aiter_bytes():  # as received: a drop loses nothing
-                            out.write(block)
-                            sha.update(block)
-                            done += len(block)
+                            writer.write(block)
+                            done = writer.written
                             yield done
                 except httpx.HTTPError as exc:
                     raise network_error(exc, url, done, expected_size) from None
@@ -122,7 +112,7 @@ async def fetch(
             raise network_error(exc, url, offset, expected_size) from None
         result.sha256 = sha.hexdigest()
     else:
-        result.sha256 = _hash_prefix(partial, offset).hexdigest()
+        result.sha256 = hash_file(partial, offset).hexdigest()
         yield offset
     result.size = partial.stat().st_size
     if expected_size is not None and result.size != expected_size:

