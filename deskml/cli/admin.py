@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from deskml.cli.client import fail
 from deskml.core.errors import DeskmlError
 from deskml.settings import Settings
 
@@ -33,8 +34,7 @@ def _database() -> Any:
         db = Database.from_settings(settings)
         db.migrate()
     except DatabaseError as exc:
-        err.print(f"[red]Error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     return db
 
 
@@ -48,8 +48,7 @@ def _guard(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except DeskmlError as exc:
-        err.print(f"[red]Error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+        raise fail(exc.message) from None
 
 
 def _when(value: datetime | None) -> str:
@@ -62,11 +61,9 @@ def _limits(text: str | None) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        err.print(f"[red]Error:[/red] --limits must be a JSON object: {exc}")
-        raise typer.Exit(2) from None
+        raise fail(f"--limits must be a JSON object: {exc}", 2) from None
     if not isinstance(value, dict):
-        err.print("[red]Error:[/red] --limits must be a JSON object")
-        raise typer.Exit(2)
+        raise fail("--limits must be a JSON object", 2)
     return value
 
 
@@ -113,8 +110,7 @@ def _read_password(stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\n")
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
-        err.print("[red]Error:[/red] the passwords differ")
-        raise typer.Exit(1)
+        raise fail("the passwords differ")
     return first
 
 
@@ -181,8 +177,7 @@ def db_current() -> None:
         db = Database.from_settings(Settings())
         revision = db.current_revision()
     except (DatabaseError, sa.exc.SQLAlchemyError) as exc:
-        err.print(f"[red]Error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        raise fail(str(exc)) from None
     console.print(f"{redacted(db.url)}: revision {revision or 'none (empty database)'}")
 
 

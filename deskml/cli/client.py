@@ -1,13 +1,22 @@
-"""HTTP client the CLI uses to talk to a running server, like the `ollama` CLI does."""
+"""HTTP client the CLI uses to talk to a running server, like the `ollama` CLI does, and the helpers
+every command shares to build it and to turn its errors into an `Error:` line and an exit code."""
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import httpx
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from deskml.settings import Settings
+
+T = TypeVar("T")
 
 
 class ServerUnavailable(Exception):
@@ -31,7 +40,8 @@ def base_url(host: str, port: int) -> str:
     return f"http://{connect}:{port}"
 
 
-def _message(response: httpx.Response) -> str:
+def error_message(response: httpx.Response) -> str:
+    """The message of an error reply in any of the server's shapes (Ollama, OpenAI, ML backend, plain text)."""
     try:
         body = response.json()
     except ValueError:
@@ -54,7 +64,7 @@ class Client:
         except httpx.ConnectError:
             raise ServerUnavailable(self.url) from None
         if response.status_code >= 400:
-            raise ApiError(response.status_code, _message(response))
+            raise ApiError(response.status_code, error_message(response))
         return response
 
     def get(self, path: str) -> Any:
@@ -82,7 +92,7 @@ class Client:
             with self.http.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
                     response.read()
-                    raise ApiError(response.status_code, _message(response))
+                    raise ApiError(response.status_code, error_message(response))
                 for line in response.iter_lines():
                     if not line.strip():
                         continue
@@ -92,3 +102,38 @@ class Client:
                     yield item
         except httpx.ConnectError:
             raise ServerUnavailable(self.url) from None
+
+
+def server_client(timeout: float | None = None) -> Client:
+    """A client for the server the settings name (DESKML_URL, or DESKML_HOST and DESKML_PORT), sending
+    DESKML_API_KEY when it is set; `timeout` None waits as long as a model takes to answer."""
+    settings = Settings()
+    return Client(base_url(settings.host, settings.port), os.environ.get("DESKML_API_KEY"), timeout=timeout)
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print `Error: message` on stderr and return the exit to raise. The message is escaped: it may
+    quote `pip install 'deskml[embed]'`, which Rich would otherwise take for markup and drop."""
+    Console(stderr=True).print(f"[red]Error:[/red] {escape(message)}", highlight=False)
+    return typer.Exit(code)
+
+
+def not_running(url: str) -> str:
+    return f"could not connect to a deskml server at {url}. Start one with `deskml serve`."
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    """Turn a server that is not there or an error reply inside the block into `fail` (exit 1)."""
+    try:
+        yield
+    except ServerUnavailable as exc:
+        raise fail(not_running(str(exc))) from None
+    except ApiError as exc:
+        raise fail(exc.message) from None
+
+
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`fn(*args, **kwargs)`, failing with the server's message (exit 1) when the request fails."""
+    with api_errors():
+        return fn(*args, **kwargs)

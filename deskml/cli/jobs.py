@@ -16,28 +16,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
+from deskml.cli.client import ApiError, Client, call, error_message, fail, server_client
 from deskml.settings import Settings
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Background jobs on the server: list, show, cancel, watch.")
 console = Console()
 err = Console(stderr=True)
-
-
-def _client() -> Client:
-    settings = Settings()
-    return Client(base_url(settings.host, settings.port), os.environ.get("DESKML_API_KEY"), timeout=30)
-
-
-def _call(fn: Any, *args: Any) -> Any:
-    try:
-        return fn(*args)
-    except ServerUnavailable as exc:
-        err.print(f"[red]Error:[/red] could not connect to a deskml server at {exc}. Start one with `deskml serve`.")
-        raise typer.Exit(1) from None
-    except ApiError as exc:
-        err.print(f"[red]Error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+TIMEOUT_S = 30.0  # jobs answer at once; `watch` reads its event stream with no read timeout
 
 
 def _progress(job: dict[str, Any]) -> str:
@@ -55,7 +40,7 @@ def list_jobs(
 ) -> None:
     """List jobs (yours; every job with an admin key)."""
     query = "&".join(f"{k}={v}" for k, v in {"state": state, "kind": kind, "limit": limit}.items() if v)
-    jobs = _call(_client().get, f"/api/jobs?{query}")["jobs"]
+    jobs = call(server_client(TIMEOUT_S).get, f"/api/jobs?{query}")["jobs"]
     if as_json:
         console.print_json(json.dumps(jobs))
         return
@@ -74,15 +59,15 @@ def list_jobs(
 @jobs_app.command()
 def show(job_id: str) -> None:
     """Everything about one job, as JSON (its result included)."""
-    console.print_json(json.dumps(_call(_client().get, f"/api/jobs/{job_id}")))
+    console.print_json(json.dumps(call(server_client(TIMEOUT_S).get, f"/api/jobs/{job_id}")))
 
 
 @jobs_app.command()
 def cancel(job_id: str) -> None:
     """Cancel a queued or running job."""
-    job = _call(_client().delete, f"/api/jobs/{job_id}", None)
+    job = call(server_client(TIMEOUT_S).delete, f"/api/jobs/{job_id}", None)
     if job is None:
-        job = _call(_client().get, f"/api/jobs/{job_id}")
+        job = call(server_client(TIMEOUT_S).get, f"/api/jobs/{job_id}")
     console.print(f"{job_id}: {job['state']}")
 
 
@@ -91,7 +76,7 @@ def _events(client: Client, job_id: str) -> Any:
     with client.http.stream("GET", f"/api/jobs/{job_id}/events", timeout=httpx.Timeout(None, connect=5)) as response:
         if response.status_code >= 400:
             response.read()
-            raise ApiError(response.status_code, response.json().get("error", response.text))
+            raise ApiError(response.status_code, error_message(response))
         event = ""
         for line in response.iter_lines():
             if line.startswith("event: "):
@@ -105,7 +90,7 @@ def _events(client: Client, job_id: str) -> Any:
 @jobs_app.command()
 def watch(job_id: str) -> None:
     """Follow a job with a progress bar and an ETA until it ends; exits 1 unless it succeeds."""
-    client = _client()
+    client = server_client(TIMEOUT_S)
     last: dict[str, Any] | None = None
     columns = (TextColumn("[bold]{task.fields[state]:<9}"), BarColumn(), TaskProgressColumn(),
                TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(), TextColumn("{task.description}"))
@@ -118,11 +103,9 @@ def watch(job_id: str) -> None:
                 bar.update(task, total=total, completed=job["current"], state=job["state"],
                            description=(job["message"] or "")[:60])
     except httpx.ConnectError:
-        err.print(f"[red]Error:[/red] could not connect to a deskml server at {client.url}.")
-        raise typer.Exit(1) from None
+        raise fail(f"could not connect to a deskml server at {client.url}.") from None
     except ApiError as exc:
-        err.print(f"[red]Error:[/red] {exc.message}")
-        raise typer.Exit(1) from None
+        raise fail(exc.message) from None
     if last is None:
         raise typer.Exit(1)
     if last["state"] == "SUCCESS":
@@ -149,17 +132,14 @@ def worker(
         overrides["jobs_queue"] = queue
     settings = Settings(**overrides)
     if not settings.broker_url:
-        err.print("[red]Error:[/red] DESKML_BROKER_URL is not set: a worker needs a broker, e.g. "
-                  "redis://host:6379/0 or amqp://user:pass@host:5672//")
-        raise typer.Exit(2)
+        raise fail("DESKML_BROKER_URL is not set: a worker needs a broker, e.g. "
+                   "redis://host:6379/0 or amqp://user:pass@host:5672//", 2)
     if pool not in {"threads", "prefork", "solo"}:
-        err.print("[red]Error:[/red] --pool must be threads, prefork or solo")
-        raise typer.Exit(2)
+        raise fail("--pool must be threads, prefork or solo", 2)
     try:
         import celery  # noqa: F401
     except ImportError:
-        err.print("[red]Error:[/red] Celery is not installed: pip install 'deskml[jobs]'")
-        raise typer.Exit(2) from None
+        raise fail("Celery is not installed: pip install 'deskml[jobs]'", 2) from None
     from deskml.api.openai.batch_lines import batch_handlers
     from deskml.runtime.jobs.celery_exec import make_worker_app
     from deskml.services.logging import configure_logging

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,12 +10,11 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from deskml import __version__
 from deskml.cli.admin import register as register_admin_commands
-from deskml.cli.client import ApiError, Client, ServerUnavailable, base_url
+from deskml.cli.client import ApiError, Client, ServerUnavailable, api_errors, call, fail, server_client
 from deskml.cli.hub import register as register_hub_commands
 from deskml.cli.jobs import register as register_jobs_commands
 from deskml.cli.network import register as register_network_commands
@@ -28,7 +26,6 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="deskml: loca
 app.add_typer(tls_app, name="tls")
 register_admin_commands(app)
 console = Console()
-err = Console(stderr=True)
 register_hub_commands(app)
 register_jobs_commands(app)
 register_network_commands(app)
@@ -45,25 +42,6 @@ def main_options(
     version: bool = typer.Option(False, "--version", "-v", callback=_version, is_eager=True, help="Show the version."),
 ) -> None:
     """deskml: one local server for Ollama, OpenAI and ML-backend clients."""
-
-
-def _client(timeout: float | None = None) -> Client:
-    settings = Settings()
-    return Client(base_url(settings.host, settings.port), os.environ.get("DESKML_API_KEY"), timeout=timeout)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[red]Error:[/red] {escape(message)}")  # a message may quote "deskml[embed]": not markup
-    return typer.Exit(code)
-
-
-def _call(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except ServerUnavailable as exc:
-        raise _fail(f"could not connect to a deskml server at {exc}. Start one with `deskml serve`.") from None
-    except ApiError as exc:
-        raise _fail(exc.message) from None
 
 
 def _size(num: float) -> str:
@@ -120,7 +98,7 @@ def serve(
 @app.command("list")
 def list_models() -> None:
     """List models on the server."""
-    data = _call(_client().get, "/api/tags")
+    data = call(server_client().get, "/api/tags")
     table = Table("NAME", "ID", "SIZE", "KIND", "FORMAT", "MODIFIED", box=None, pad_edge=False)
     for m in data.get("models", []):
         table.add_row(m["name"], m["digest"][:12], _size(m["size"]), m.get("kind", "llm"),
@@ -141,7 +119,7 @@ def processor_cell(row: dict[str, Any]) -> str:
 @app.command()
 def ps() -> None:
     """List loaded models and how busy they are."""
-    data = _call(_client().get, "/api/ps")
+    data = call(server_client().get, "/api/ps")
     table = Table("NAME", "KIND", "ID", "SIZE", "PROCESSOR", "CONTEXT", "RUNNING", "QUEUED", "UNTIL",
                   box=None, pad_edge=False)
     for m in data.get("models", []):
@@ -162,7 +140,7 @@ def show(
     system: bool = typer.Option(False, "--system", help="Print the system message."),
 ) -> None:
     """Show information about a model."""
-    data = _call(_client().post, "/api/show", {"model": model})
+    data = call(server_client().post, "/api/show", {"model": model})
     for flag, key in ((modelfile, "modelfile"), (parameters, "parameters"), (template, "template"), (system, "system")):
         if flag:
             console.print(data.get(key, ""), markup=False, highlight=False)
@@ -196,12 +174,12 @@ def create(
     from deskml.runtime import modelfile as mf
 
     if not file.is_file():
-        raise _fail(f"no Modelfile at {file}")
+        raise fail(f"no Modelfile at {file}")
     try:
         parsed = mf.parse(file.read_text("utf-8"))
     except BadRequest as exc:
-        raise _fail(exc.message) from None
-    client = _client(timeout=None)
+        raise fail(exc.message) from None
+    client = server_client(timeout=None)
     body: dict[str, Any] = {"model": model, "stream": True}
     source = Path(parsed.from_ or "").expanduser()
     if not source.is_absolute():
@@ -209,9 +187,9 @@ def create(
     if source.is_file():  # a local GGUF: upload it as a blob, as `ollama create` does
         digest = digest_of_file(source)
         console.print(f"gathering model components: {source.name}")
-        if _call(client.head, f"/api/blobs/{digest}") != 200:
+        if call(client.head, f"/api/blobs/{digest}") != 200:
             console.print(f"copying file {digest[:19]}… ({_size(source.stat().st_size)})")
-            _call(client.upload, f"/api/blobs/{digest}", str(source))
+            call(client.upload, f"/api/blobs/{digest}", str(source))
         body["files"] = {source.name: digest}
     else:
         body["from"] = parsed.from_
@@ -224,23 +202,23 @@ def create(
         body["messages"] = parsed.messages
     if parsed.license:
         body["license"] = parsed.license
-    for item in _call(lambda: list(client.stream("/api/create", body))):
+    for item in call(lambda: list(client.stream("/api/create", body))):
         console.print(item.get("status", ""))
 
 
 @app.command("cp")
 def copy_model(source: str, destination: str) -> None:
     """Copy a model under a new name."""
-    _call(_client().post, "/api/copy", {"source": source, "destination": destination})
+    call(server_client().post, "/api/copy", {"source": source, "destination": destination})
     console.print(f"copied '{source}' to '{destination}'")
 
 
 @app.command("rm")
 def remove(models: list[str]) -> None:
     """Remove one or more models."""
-    client = _client()
+    client = server_client()
     for model in models:
-        _call(client.delete, "/api/delete", {"model": model})
+        call(client.delete, "/api/delete", {"model": model})
         console.print(f"deleted '{model}'")
 
 
@@ -253,12 +231,12 @@ def run(
     keepalive: str | None = typer.Option(None, "--keepalive", help="How long the model stays loaded."),
 ) -> None:
     """Run a model: one prompt, or an interactive chat (/bye to leave)."""
-    client = _client(timeout=None)
+    client = server_client(timeout=None)
     history: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     text = " ".join(prompt or [])
     if not sys.stdin.isatty() and not text:
         text = sys.stdin.read()
-    _call(client.post, "/api/generate", {"model": model, **({"keep_alive": keepalive} if keepalive else {})})
+    call(client.post, "/api/generate", {"model": model, **({"keep_alive": keepalive} if keepalive else {})})
     if text:
         _chat_turn(client, model, [*history, {"role": "user", "content": text}], fmt, keepalive)
         return
@@ -293,15 +271,12 @@ def _chat_turn(client: Client, model: str, messages: list[dict[str, str]], fmt: 
         body["keep_alive"] = keepalive
     parts: list[str] = []
     try:
-        for item in client.stream("/api/chat", body):
-            piece = item.get("message", {}).get("content", "")
-            parts.append(piece)
-            sys.stdout.write(piece)
-            sys.stdout.flush()
-    except ServerUnavailable as exc:
-        raise _fail(f"could not connect to a deskml server at {exc}. Start one with `deskml serve`.") from None
-    except ApiError as exc:
-        raise _fail(exc.message) from None
+        with api_errors():
+            for item in client.stream("/api/chat", body):
+                piece = item.get("message", {}).get("content", "")
+                parts.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
     except KeyboardInterrupt:
         pass
     sys.stdout.write("\n\n")
@@ -324,7 +299,7 @@ def version() -> None:
     """Show client and server versions."""
     console.print(f"deskml version {__version__}")
     try:
-        data = _client().get("/api/version")
+        data = server_client().get("/api/version")
         console.print(f"server: deskml {data.get('deskml')} (Ollama API {data.get('version')})")
     except (ServerUnavailable, ApiError):
         console.print("server: not running")
