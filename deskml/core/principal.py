@@ -6,8 +6,8 @@ from auth, so they never depend on how the caller proved who it is.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 SCOPE_INFERENCE = "inference"

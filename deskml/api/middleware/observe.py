@@ -6,9 +6,10 @@ cacheable) to the response headers, and, once the response has been sent in full
 went away, or shutdown cut it short — hands the finished record to every record sink the app built
 (history, metrics, the access log, token accounting).
 
-At shutdown (`Drain.begin`, `deskml/services/drain.py`), requests still running get `grace` seconds; then they are cancelled and
-a stream that already began ends with one final error line in its own framing (NDJSON line or SSE
-event) instead of a silently cut connection, and a reply that had not begun becomes a 503.
+At shutdown (`Drain.begin`, deskml/services/drain.py), requests still running get `grace` seconds;
+then they are cancelled and a stream that already began ends with one final error line in its own
+framing (NDJSON line or SSE event) instead of a silently cut connection, and a reply that had not
+begun becomes a 503.
 """
 
 from __future__ import annotations
