@@ -139,8 +139,8 @@ class _LiveState(Collector):
             queued.add_metric(labels, model.scheduler.queued)
             slots.add_metric(labels, model.scheduler.slots)
             gpu = getattr(model, "gpu", None)
-            on_gpu = gpu is not None and gpu.n_gpu_layers > 0 and gpu.devices
-            vram.add_metric([*labels, gpu.devices[0].name if on_gpu else "cpu"], getattr(model, "size_vram", 0))
+            device = gpu.devices[0].name if gpu is not None and gpu.n_gpu_layers > 0 and gpu.devices else "cpu"
+            vram.add_metric([*labels, device], getattr(model, "size_vram", 0))
         # vision, embedding and other service models (no slots or queue of their own)
         others = self.services.loaded()
         for item in others:
