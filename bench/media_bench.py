@@ -37,6 +37,7 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deskml.api.deps import services_ref
 from deskml.app import create_app
 from deskml.settings import Settings
 
@@ -130,7 +131,7 @@ async def run(rounds: int) -> None:
                     lengths.append(wav_seconds(response.content))
                 tts[label] = (statistics.median(times), statistics.median(lengths))
             text = (await transcribe("whisper:tiny.en")()).json()["text"]
-            loads = {item.spec.name: item.load_seconds for item in app.state.services.loaded()}
+            loads = {item.spec.name: item.load_seconds for item in services_ref(app).get().service_manager.loaded()}
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
     print(f"speech input: espeak-ng, {audio_seconds:.1f} s; tiny.en heard: {text[:80]}...")

@@ -39,6 +39,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from deskml.api.deps import services_ref
 from deskml.app import create_app
 from deskml.settings import Settings
 
@@ -209,7 +210,7 @@ async def main(seconds: float, rounds: int) -> None:
             await side_by_side(apps, "embed 64 sentences/request (sentences/s)",
                                lambda a: lambda: a.embed(SENTENCES[:64]), 1, seconds, rounds, per_request=64)
             for app in apps:
-                stats = app.app.state.service_tasks._batchers["efficientnet-lite0"][1].stats
+                stats = services_ref(app.app).get().service_tasks._batchers["efficientnet-lite0"][1].stats
                 print(f"\n{app.name}: classify batches {stats.batches}, mean size {stats.mean_size:.2f}, "
                       f"largest {stats.largest}")
     engine_alone()

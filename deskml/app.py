@@ -1,8 +1,8 @@
-"""The app factory: everything is built in the lifespan and kept on `app.state`."""
+"""The app factory: the middleware stack and the routes; the lifespan builds the services
+(deskml/container.py) and keeps them in the app's one slot."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -15,12 +15,18 @@ from deskml.api.admin.router import router as admin_router
 from deskml.api.backend.jobs import router as jobs_router
 from deskml.api.backend.media import router as backend_media_router
 from deskml.api.backend.router import router as backend_router
-from deskml.api.errors import ContainErrors, install_handlers
-from deskml.api.guard import LOCAL_ORIGIN_REGEX, ClientAddress, HostOriginGuard
-from deskml.api.hops import NodeHops
+from deskml.api.deps import install as install_services
+from deskml.api.errors import install_handlers
 from deskml.api.hub.router import router as hub_router
-from deskml.api.methods import MethodsMiddleware
-from deskml.api.middleware import BodySizeLimit, JsonBodyDefault
+from deskml.api.metrics import router as metrics_router
+from deskml.api.middleware.auth import AuthMiddleware
+from deskml.api.middleware.body import BodySizeLimit, JsonBodyDefault
+from deskml.api.middleware.errors import ContainErrors
+from deskml.api.middleware.guard import LOCAL_ORIGIN_REGEX, ClientAddress, HostOriginGuard
+from deskml.api.middleware.hops import NodeHops
+from deskml.api.middleware.methods import MethodsMiddleware
+from deskml.api.middleware.observe import Observe
+from deskml.api.middleware.ratelimit import RateLimit
 from deskml.api.ollama.router import router as ollama_router
 from deskml.api.openai.batch_lines import batch_handlers
 from deskml.api.openai.batches import router as batches_router
@@ -32,90 +38,34 @@ from deskml.api.ui.config import router as ui_config_router
 from deskml.api.ui.conversations import router as conversations_router
 from deskml.api.ui.static import UI_PREFIX, ui_files
 from deskml.api.ui.static import router as ui_router
-from deskml.runtime.hub.service import Hub
-from deskml.runtime.inference import InferenceService
-from deskml.runtime.jobs.setup import start_jobs, stop_jobs
-from deskml.runtime.lifecycle import ModelManager
-from deskml.runtime.media import MediaService
-from deskml.runtime.media_catalog import media_specs
-from deskml.runtime.registry import Registry
-from deskml.runtime.routing import node_id_for, start_router, stop_router
-from deskml.runtime.service_catalog import service_specs
-from deskml.runtime.service_models import user_detector_specs
-from deskml.runtime.service_tasks import ServiceTasks
-from deskml.runtime.services import ServiceManager
-from deskml.runtime.store import ModelStore
-from deskml.services.auth_middleware import AuthMiddleware
-from deskml.services.datalayer import start_data_services, stop_data_services
-from deskml.services.discovery import start_discovery, stop_discovery
-from deskml.services.fileperms import private_dir
-from deskml.services.metrics import router as metrics_router
-from deskml.services.observe import Observe
-from deskml.services.production import start_traffic_services, stop_traffic_services
-from deskml.services.ratelimit import RateLimit
+from deskml.container import Services, ServicesRef, build_services
+from deskml.runtime.routing import node_id_for
 from deskml.settings import Settings
 
-log = logging.getLogger("deskml")
 
-
-def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_ready: Callable[[Services], None] | None = None) -> FastAPI:
+    """The app; `on_ready` is called with its services once the lifespan has built them."""
     settings = settings or Settings()
+    node_id = node_id_for(settings)
+    ref = ServicesRef()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        private_dir(settings.data_dir)  # 0700: it holds the database with key hashes and the signing key
-        await start_traffic_services(app.state, settings)
-        store = ModelStore.for_settings(settings)
-        freed = store.clean_partials()
-        if freed:
-            log.info("deleted %d bytes of unfinished uploads left by an earlier run", freed)
-        registry = Registry(store)
-        manager = ModelManager(settings, registry)
-        app.state.settings = settings
-        app.state.registry = registry
-        app.state.hub = Hub(settings, registry)
-        app.state.manager = manager
-        app.state.inference = InferenceService(settings, registry, manager, cache=app.state.response_cache)
-        services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive,
-                                  gpu_services=settings.gpu_services)
-        app.state.services = services
-        detectors = (settings.detect_models_dir or settings.data_dir / "detectors").expanduser()
-        services.specs.extend(user_detector_specs(detectors))
-        app.state.service_tasks = ServiceTasks(
-            services, batch_size=settings.batch_max_size, batch_wait=settings.batch_wait_ms / 1000
-        )
-        app.state.inference.service_tasks = app.state.service_tasks
-        await start_router(app.state, settings)
-        app.state.media = MediaService(services, settings.image_models_path)
-        await start_data_services(app.state, settings)
-        await start_discovery(app.state, settings)
-        manager.start()
-        services.start()
-        await start_jobs(app.state, settings, batch_handlers())
-        if settings.preload:
-            await manager.ensure_loaded(settings.default_model)
-        if on_ready is not None:
-            on_ready(app)
-        try:
+        async with build_services(settings, node_id, batch_handlers()) as services:
+            # Kept after shutdown too: a request the drain cut short still hands its record to the sinks.
+            ref.set(services)
+            if on_ready is not None:
+                on_ready(services)
             yield
-        finally:
-            await stop_jobs(app.state)  # running jobs go back to the queue for the next start
-            await stop_discovery(app.state)
-            await app.state.service_tasks.close()
-            await services.close()
-            await manager.close()
-            await stop_traffic_services(app.state)
-            await stop_data_services(app.state)
-            await stop_router(app.state)
 
     app = FastAPI(title="deskml", version=__version__, lifespan=lifespan)
-    app.state.node_id = node_id_for(settings)
-    app.add_middleware(NodeHops)  # innermost: the router below reads the X-Deskml-Via it sets
+    install_services(app, ref)
+    app.add_middleware(NodeHops, node_id=node_id)  # innermost: the router below reads the X-Deskml-Via it sets
     # Innermost of the production layer: limits key on the caller that auth (added next) identifies.
-    app.add_middleware(RateLimit)
+    app.add_middleware(RateLimit, limiter=ref.ratelimiter)
     if settings.auth != "off":
         # Innermost: CORS answers preflights without credentials and decorates 401s.
-        app.add_middleware(AuthMiddleware)
+        app.add_middleware(AuthMiddleware, auth=ref.auth)
     app.add_middleware(MethodsMiddleware)  # inside CORS, which answers preflights; plain OPTIONS, HEAD, 405s
     app.add_middleware(
         CORSMiddleware,
@@ -132,7 +82,8 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
     # Before routing and auth, after the record opens: a refused Host or Origin is still in the history.
     app.add_middleware(HostOriginGuard, settings=settings)
     app.add_middleware(ContainErrors)  # an unhandled error is a whole 500; the connection stays usable
-    app.add_middleware(Observe)  # every request gets a record, an id and its final status
+    # every request gets a record, an id and its final status
+    app.add_middleware(Observe, drain=ref.drain, sinks=ref.record_sinks)
     # Outermost: the record, rate limits and logs see the client a trusted proxy names, or the peer.
     app.add_middleware(ClientAddress, trusted=settings.trusted_proxies)
     install_handlers(app)

@@ -13,7 +13,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from deskml import __version__
+from deskml.api.deps import services_ref
 from deskml.app import create_app
+from deskml.container import Services
 from deskml.core.errors import BadRequest
 from deskml.runtime.routing import router_summary
 from deskml.runtime.upstreams import load_config
@@ -47,7 +49,7 @@ class DrainingServer(uvicorn.Server):
         self.interrupt_grace = interrupt_grace
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        drain = getattr(self.deskml_app.state, "drain", None)
+        drain = services_ref(self.deskml_app).drain()
         if drain is not None:
             if self.should_exit:
                 drain.begin(0.0, "asked again")  # a second signal: end streams now
@@ -138,9 +140,10 @@ def run_server(settings: Settings) -> int:
             print(f"Error: {exc.message}", file=sys.stderr)
             return 1
 
-    def ready(app: FastAPI) -> None:
-        loaded = [m.name for m in app.state.manager.loaded()]
-        lines = [banner(settings, loaded), *summary(app.state), *router_summary(app.state)]
+    def ready(services: Services) -> None:
+        loaded = [m.name for m in services.manager.loaded()]
+        lines = [banner(settings, loaded), *summary(services.auth, services.db, services.history),
+                 *router_summary(services.router, settings)]
         print("\n".join(lines), file=sys.stderr, flush=True)
 
     app = create_app(settings, on_ready=ready)

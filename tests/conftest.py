@@ -13,9 +13,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from deskml.api.deps import services_ref
 from deskml.app import create_app
+from deskml.container import Services
 from deskml.runtime.packages import builtin_models
 from deskml.runtime.store import ModelStore
 from deskml.settings import Settings
@@ -24,6 +27,13 @@ from deskml.settings import Settings
 pytest_plugins = ["tests.dbs"]
 
 MODEL = "smollm2:135m"
+
+
+def services_of(app: object) -> Services:
+    """The services a running app's lifespan built (its history writer, database, model manager...);
+    `app` as a TestClient holds it (typed as any ASGI app)."""
+    assert isinstance(app, FastAPI), app
+    return services_ref(app).get()
 
 
 def _smollm2_path() -> Path:

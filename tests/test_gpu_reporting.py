@@ -108,7 +108,9 @@ def test_metrics_gauge_for_a_service_model_on_a_gpu(tmp_path: Path) -> None:
     on_gpu = types.SimpleNamespace(spec=spec, engine=types.SimpleNamespace(device="cuda"), active=0)
     on_cpu = types.SimpleNamespace(spec=ServiceSpec(name="cpu-one", kind="detect", engine="x:Y", extra="vision"),
                                    engine=types.SimpleNamespace(device="cpu"), active=0)
-    state = types.SimpleNamespace(manager=None, services=types.SimpleNamespace(loaded=lambda: [on_gpu, on_cpu]))
-    family = next(m for m in _LiveState(state).collect() if m.name == "deskml_model_device_memory_bytes")
+    models = types.SimpleNamespace(loaded=lambda: [])
+    services = types.SimpleNamespace(loaded=lambda: [on_gpu, on_cpu])
+    collector = _LiveState(models, services, history=None, drain=None)
+    family = next(m for m in collector.collect() if m.name == "deskml_model_device_memory_bytes")
     assert [(s.labels, s.value) for s in family.samples] == [
         ({"model": "yolo", "kind": "detect", "device": "cuda"}, 1000.0)]

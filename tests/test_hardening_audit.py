@@ -27,7 +27,7 @@ from deskml.services import history as history_module
 from deskml.services.db import HistoryRow
 from deskml.services.history import HistoryWriter, _Pending, to_row
 from deskml.services.logging import JsonFormatter, TextFormatter
-from tests.conftest import ServerProcess, make_settings
+from tests.conftest import ServerProcess, make_settings, services_of
 from tests.test_history import wait_for
 
 # valid JSON: an escaped lone surrogate, which no UTF-8 database or log can hold
@@ -35,7 +35,7 @@ SURROGATE_BODY = b'{"model": "smollm2", "prompt": "hi \\ud800", "stream": false,
 
 
 def rows(client: TestClient) -> list[HistoryRow]:
-    db = client.app.state.db  # type: ignore[attr-defined]
+    db = services_of(client.app).db
     with db.session() as session:
         return list(session.scalars(sa.select(HistoryRow).order_by(HistoryRow.id)))
 
@@ -43,7 +43,7 @@ def rows(client: TestClient) -> list[HistoryRow]:
 def test_a_lone_surrogate_is_recorded_and_the_writer_keeps_recording(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, history_flush_seconds=0.05)
     with TestClient(create_app(settings)) as client:
-        writer = client.app.state.history  # type: ignore[attr-defined]
+        writer = services_of(client.app).history
         bad = client.post("/api/generate", content=SURROGATE_BODY, headers={"Content-Type": "application/json"})
         assert bad.status_code < 500
         wait_for(lambda: not writer.buffer, what="the first flush")
@@ -125,7 +125,7 @@ def test_a_row_that_fails_is_dropped_counted_and_reported_while_the_others_are_w
     monkeypatch.setattr(history_module, "to_row", to_row_failing)
     settings = make_settings(tmp_path, history_flush_seconds=0.05)
     with TestClient(create_app(settings)) as client:
-        writer = client.app.state.history  # type: ignore[attr-defined]
+        writer = services_of(client.app).history
         for path in ("/api/tags", "/api/ps", "/api/version"):
             assert client.get(path).status_code == 200
         wait_for(lambda: writer.dropped == 1 and not writer.buffer, what="the bad row to be dropped")
@@ -160,7 +160,7 @@ def test_a_loop_error_does_not_stop_the_writer_and_shutdown_never_fails(
 
     monkeypatch.setattr(HistoryWriter, "_write", write)
     with TestClient(create_app(settings)) as client:
-        writer = client.app.state.history  # type: ignore[attr-defined]
+        writer = services_of(client.app).history
         client.get("/api/tags")
         wait_for(lambda: writer.write_errors >= 1, what="a write error")
         assert writer.task_alive and client.get("/health").json()["history"]["ok"] is False

@@ -26,7 +26,7 @@ from deskml.app import create_app
 from deskml.runtime import store as store_module
 from deskml.runtime.extras import install_command
 from deskml.runtime.store import ModelStore
-from tests.conftest import MODEL, make_settings
+from tests.conftest import MODEL, make_settings, services_of
 
 MB = 1 << 20
 
@@ -249,14 +249,14 @@ def test_uploaded_blob_survives_an_unrelated_delete_and_an_old_one_does_not(tmp_
     with TestClient(create_app(make_settings(tmp_path))) as client:
         for data in (fresh, old):
             assert client.post(f"/api/blobs/{_blob(data)}", content=data).status_code == 201
-        store: ModelStore = client.app.state.registry.store  # type: ignore[attr-defined]
+        store: ModelStore = services_of(client.app).registry.store
         two_hours_ago = time.time() - 2 * 3600
         os.utime(store.blob_path(_blob(old)), (two_hours_ago, two_hours_ago))
         assert client.post("/api/copy", json={"source": MODEL, "destination": "other"}).status_code == 200
         assert client.request("DELETE", "/api/delete", json={"model": "other"}).status_code == 200
         assert client.head(f"/api/blobs/{_blob(fresh)}").status_code == 200
         assert client.head(f"/api/blobs/{_blob(old)}").status_code == 404
-        assert client.app.state.registry.store.usage().unreferenced_bytes == len(fresh)  # type: ignore[attr-defined]
+        assert services_of(client.app).registry.store.usage().unreferenced_bytes == len(fresh)
         # once a model used it, deleting that model frees it at once: the grace is for waiting uploads
         made = client.post("/api/create", json={"model": "m", "files": {"m.gguf": _blob(fresh)}, "stream": False})
         assert made.status_code == 200, made.text
@@ -276,7 +276,7 @@ def test_head_of_a_waiting_blob_restarts_its_grace_and_a_failed_pull_keeps_it(tm
         assert client.head(f"/api/blobs/{_blob(data)}").status_code == 200  # the client will not re-upload
         assert path.stat().st_mtime > time.time() - 60
         # a pull that fails its format check cleans up what it fetched, but not this blob
-        client.app.state.registry.store.garbage_collect()  # type: ignore[attr-defined]
+        services_of(client.app).registry.store.garbage_collect()
         assert client.head(f"/api/blobs/{_blob(data)}").status_code == 200
     assert ModelStore(tmp_path / "models", blob_grace_s=0).garbage_collect() == len(data)
     assert not path.exists()
@@ -310,7 +310,7 @@ def test_blob_upload_has_its_own_limit_and_json_bodies_keep_theirs(tmp_path: Pat
 # inputs whose cost grows with their size have a documented bound ----------------------------------
 def test_speech_text_over_4096_characters_is_400_at_once_without_loading_a_voice(app_client: TestClient) -> None:
     text = "Hello there. " * 316  # 4,108 characters
-    services = app_client.app.state.services  # type: ignore[attr-defined]
+    services = services_of(app_client.app).service_manager
     started = time.monotonic()
     seed = app_client.post("/api/audio/speak", json={"text": text[:4097]})
     openai = app_client.post("/v1/audio/speech", json={"input": text[:4097], "model": "tts-1", "voice": "alloy"})

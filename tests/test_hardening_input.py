@@ -24,7 +24,7 @@ from deskml.core.errors import BadRequest
 from deskml.core.types import SamplingOptions
 from deskml.engines import llama_cpp
 from deskml.engines.llama_cpp import sampling_body
-from tests.conftest import MODEL, free_port, make_settings
+from tests.conftest import MODEL, free_port, make_settings, services_of
 
 SECRET = "my private words"
 HUGE_KEEP_ALIVES = [1e300, 999999999999999999999, "99999999999h"]
@@ -221,7 +221,7 @@ def test_sampling_body_masks_seed_and_clamps_to_32_bits() -> None:
 
 # 5. one copy of a model whatever num_ctx asks --------------------------------------------------------------
 def test_num_ctx_beyond_the_model_keeps_one_copy(app_client: TestClient) -> None:
-    manager = app_client.app.state.manager  # type: ignore[attr-defined]
+    manager = services_of(app_client.app).manager
     for options, expected_ctx in [({}, 2048), ({"num_ctx": 10**9}, 8192), ({}, 2048), ({"num_ctx": 2048}, 2048)]:
         r = app_client.post("/api/generate", json={"model": MODEL, "options": options})
         assert r.status_code == 200, r.text

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from deskml.api.guard import ClientAddress, HostPolicy, OriginPolicy, same_origin, split_host
+from deskml.api.middleware.guard import ClientAddress, HostPolicy, OriginPolicy, same_origin, split_host
 from deskml.app import create_app
 from deskml.core.errors import Forbidden
 from deskml.core.principal import ALL_SCOPES

@@ -19,7 +19,7 @@ from deskml.core.principal import ALL_SCOPES
 from deskml.services.auth import CredentialStore
 from deskml.services.db import Database, HistoryRow
 from deskml.services.history import prune
-from tests.conftest import make_settings
+from tests.conftest import make_settings, services_of
 from tests.dbs import TcpProxy, isolated
 
 DET = {"temperature": 0, "num_predict": 8}
@@ -48,7 +48,7 @@ def start(tmp_path: Path, url: str, **overrides: object) -> tuple[TestClient, Cr
 
 
 def settled(client: TestClient, count: int) -> Callable[[], bool]:
-    writer = client.app.state.history  # type: ignore[attr-defined]
+    writer = services_of(client.app).history
     return lambda: writer.written + writer.dropped >= count and not writer.buffer
 
 
@@ -204,7 +204,7 @@ def test_database_outage_requests_answered_drops_counted_history_resumes(db_kind
             _, unseen_key = store.create_key("unseen", ALL_SCOPES)
             store.db.close()
             with client:
-                writer = client.app.state.history  # type: ignore[attr-defined]
+                writer = services_of(client.app).history
                 for _ in range(2):
                     assert client.get("/api/tags", headers=bearer(key)).status_code == 200
                 wait_for(lambda: writer.written == 2, what="first rows written")

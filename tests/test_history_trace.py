@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
+from deskml.api.middleware.observe import request_id_from
 from deskml.app import create_app
 from deskml.core.context import RequestRecord
 from deskml.core.principal import ALL_SCOPES
@@ -21,8 +22,7 @@ from deskml.core.trace import annotate, claimed_principal, encode_principal, unr
 from deskml.services.auth import CredentialStore
 from deskml.services.db import Database, HistoryRow
 from deskml.services.history import encode_cursor, parse_cursor
-from deskml.services.observe import request_id_from
-from tests.conftest import make_settings
+from tests.conftest import make_settings, services_of
 from tests.test_history import bearer, history, settled, wait_for
 
 
@@ -154,7 +154,7 @@ def test_pages_follow_time_not_insert_order_and_error_includes_failed_streams(da
                 _row("b3", t0 + timedelta(seconds=4), node="b"),  # a tie: the id decides
                 _row("b4", t0 + timedelta(seconds=2), node="b", error="upstream 'a' failed mid-reply"),
                 _row("a3", t0 + timedelta(seconds=6), node="a", status=503, error="busy")]
-        db = client.app.state.db  # type: ignore[attr-defined]
+        db = services_of(client.app).db
         with db.session() as session:
             session.execute(sa.insert(HistoryRow), rows)
         expected = ["a3", "a2", "b3", "b2", "a1", "b4", "b1"]

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
-from tests.conftest import make_settings
+from tests.conftest import make_settings, services_of
 
 UI = {"X-Deskml-Client": "ui"}
 
@@ -24,7 +24,7 @@ def test_history_hides_the_ui_s_own_requests_on_request(database_url: str, tmp_p
         assert client.get("/ui").status_code == 200  # the page: no mark, still the UI's
         assert client.get("/api/tags", headers={"X-Request-Id": "real-client"}).status_code == 200
         assert client.get("/api/version", headers={"X-Deskml-Client": "my-script"}).status_code == 200
-        writer = client.app.state.history  # type: ignore[attr-defined]
+        writer = services_of(client.app).history
         deadline = time.monotonic() + 20
         while (writer.written < 5 or writer.buffer) and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -17,14 +17,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Send
 
+from deskml.api.deps import built_services
 from deskml.api.model_hints import with_hints
-from deskml.api.streaming import ClientGone
 from deskml.core.context import current_record
 from deskml.core.errors import DeskmlError, ModelNotFound
 from deskml.core.text import storable
 from deskml.runtime.diskspace import insufficient, is_disk_full
+from deskml.settings import Settings
 
 log = logging.getLogger("deskml.api")
 
@@ -105,83 +106,40 @@ def format_validation(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def recordable_message(exc: DeskmlError, state: Any) -> str:
+def recordable_message(exc: DeskmlError, settings: Settings | None) -> str:
     """What the history and the log may say about `exc`: its message, unless that is an engine's
     text (which can quote the prompt) and the history is told to keep no content. The client's own
     reply still carries the full message."""
-    settings = getattr(state, "settings", None)
-    if not exc.quotes_input or getattr(settings, "history_content", True):
+    if not exc.quotes_input or settings is None or settings.history_content:
         return exc.message
     return f"{exc.code} (HTTP {exc.status}): the engine's message is not recorded, it may quote the prompt " \
            "(DESKML_HISTORY_CONTENT=false)"
 
 
-def _note_error(message: str) -> None:
+def note_error(message: str) -> None:
     """Keep the message on the request record, so the history says why a request failed."""
     record = current_record()
     if record is not None and record.error is None:
         record.error = message
 
 
-class ContainErrors:
-    """Answer an unhandled exception with a complete 500 in the dialect's shape, and keep it from the server.
-
-    An exception that reaches uvicorn makes it close the connection, even after a complete reply (and
-    Starlette's own 500 handler re-raises after sending), so a keep-alive client's next request on that
-    connection failed with "connection reset". Only a reply cut off mid-way still closes it: that is
-    the one honest way left to end it. Sits just inside `Observe`, so the 500 carries X-Request-Id and
-    its record says why."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = complete = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started, complete
-            if message["type"] == "http.response.start":
-                started = True
-            elif message["type"] == "http.response.body" and not message.get("more_body", False):
-                complete = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as exc:
-            method, path = scope.get("method", ""), scope.get("path", "")
-            if isinstance(exc, ClientGone):  # the client left before its reply: nobody to answer
-                return
-            log.error("unhandled error on %s %s", method, path, exc_info=exc)
-            if complete:
-                return
-            if started:
-                raise
-            message = f"internal error: {type(exc).__name__}"
-            _note_error(message)
-            response = JSONResponse(error_body(dialect_for_path(path), 500, message), status_code=500)
-            await response(scope, receive, send)
-
-
 def install_handlers(app: Any) -> None:
     @app.exception_handler(DeskmlError)
     async def _deskml(request: Request, exc: DeskmlError) -> JSONResponse:
-        if isinstance(exc, ModelNotFound):
-            exc = with_hints(exc, request.app.state)
-        kept = recordable_message(exc, request.app.state)
+        services = built_services(request)
+        if isinstance(exc, ModelNotFound) and services is not None:
+            exc = with_hints(exc, services)
+        kept = recordable_message(exc, services.settings if services is not None else None)
         if exc.status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, kept)
-        _note_error(kept)
+        note_error(kept)
         return error_response(dialect_for_path(request.url.path), exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         dialect = dialect_for_path(request.url.path)
         message = format_validation(exc)
-        _note_error(message)
+        note_error(message)
         return JSONResponse(error_body(dialect, 400, message), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -202,14 +160,14 @@ def install_handlers(app: Any) -> None:
         if not is_disk_full(exc):
             log.exception("unhandled error on %s %s", request.method, request.url.path)
             message = f"internal error: {type(exc).__name__}"
-            _note_error(message)
+            note_error(message)
             return JSONResponse(error_body(dialect_for_path(request.url.path), 500, message), status_code=500)
-        settings = getattr(request.app.state, "settings", None)
-        where = Path(settings.data_dir) if settings is not None else Path.cwd()
+        services = built_services(request)
+        where = Path(services.settings.data_dir) if services is not None else Path.cwd()
         what = "a database write" if isinstance(exc, DBAPIError) else "a file write"
         error = insufficient(where, what)
         log.error("%s %s failed: %s", request.method, request.url.path, error.message)
-        _note_error(error.message)
+        note_error(error.message)
         return error_response(dialect_for_path(request.url.path), error)
 
     app.add_exception_handler(OSError, _storage)

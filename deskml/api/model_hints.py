@@ -6,42 +6,37 @@ from __future__ import annotations
 
 import difflib
 import logging
-from typing import Any
 
+from deskml.container import Services
 from deskml.core.errors import ModelNotFound
 
 log = logging.getLogger("deskml.api")
 
 
-def _installed(state: Any) -> dict[str, str]:
+def _installed(services: Services) -> dict[str, str]:
     """Every name a request may use for a model here (aliases too), mapped to the name listings show."""
     pool: dict[str, str] = {}
-    registry = getattr(state, "registry", None)
-    if registry is not None:
-        for entry in registry.list():
-            pool[entry.name] = entry.name
-            pool.setdefault(entry.name.split(":")[0], entry.name)
-        for package in registry.packages:
-            if any(e.name == package.name for e in registry.list()):
-                for alias in package.aliases:
-                    pool.setdefault(alias, package.name)
-    services = getattr(state, "services", None)
-    if services is not None:
-        for spec in services.available():
-            pool.setdefault(spec.name, spec.name)
-            for alias in spec.aliases:
-                pool.setdefault(alias.lower(), spec.name)
-    inference = getattr(state, "inference", None)
-    if inference is not None:
-        for routed in inference.routed_models():
-            pool.setdefault(routed.name, routed.name)
+    registry = services.registry
+    for entry in registry.list():
+        pool[entry.name] = entry.name
+        pool.setdefault(entry.name.split(":")[0], entry.name)
+    for package in registry.packages:
+        if any(e.name == package.name for e in registry.list()):
+            for alias in package.aliases:
+                pool.setdefault(alias, package.name)
+    for spec in services.service_manager.available():
+        pool.setdefault(spec.name, spec.name)
+        for alias in spec.aliases:
+            pool.setdefault(alias.lower(), spec.name)
+    for routed in services.inference.routed_models():
+        pool.setdefault(routed.name, routed.name)
     return pool
 
 
-def model_hint(name: str, state: Any, limit: int = 3) -> str:
+def model_hint(name: str, services: Services, limit: int = 3) -> str:
     """The text to add to "model 'NAME' not found", or '' when there is nothing useful to say."""
     wanted = name.strip().lower()
-    pool = _installed(state)
+    pool = _installed(services)
     close: list[str] = []
     for match in difflib.get_close_matches(wanted, list(pool), n=limit * 3, cutoff=0.6):
         if pool[match] not in close:
@@ -49,8 +44,7 @@ def model_hint(name: str, state: Any, limit: int = 3) -> str:
     close = close[:limit]
     hint = f"did you mean {' or '.join(close)}?" if close else ""
     pull = ""
-    hub = getattr(state, "hub", None)
-    catalog = getattr(hub, "catalog", None)
+    catalog = services.hub.catalog
     if catalog is not None:
         entry = catalog.get(name)
         if entry is not None:
@@ -66,12 +60,12 @@ def model_hint(name: str, state: Any, limit: int = 3) -> str:
     return " ".join(p for p in (hint, pull) if p)
 
 
-def with_hints(exc: ModelNotFound, state: Any) -> ModelNotFound:
+def with_hints(exc: ModelNotFound, services: Services) -> ModelNotFound:
     """`exc` with the hint added to its message (once; a failure to build one leaves it as it was)."""
     if exc.message != f"model '{exc.name}' not found":
         return exc  # already explained by whoever raised it
     try:
-        hint = model_hint(exc.name, state)
+        hint = model_hint(exc.name, services)
     except Exception:  # a broken store or catalog must not turn a 404 into a 500
         log.debug("no hint for %r", exc.name, exc_info=True)
         return exc

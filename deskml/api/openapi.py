@@ -17,8 +17,8 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from deskml.api.errors import dialect_for_path
-from deskml.services.auth_middleware import required_scope
-from deskml.services.ratelimit import EXEMPT_PATHS, EXEMPT_PREFIXES
+from deskml.api.middleware.auth import required_scope
+from deskml.api.middleware.ratelimit import EXEMPT_PATHS, EXEMPT_PREFIXES
 
 
 class OllamaError(BaseModel):

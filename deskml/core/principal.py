@@ -1,4 +1,4 @@
-"""Who made a request: set by the auth middleware on `request.state.principal`.
+"""Who made a request: the auth middleware puts it in the request scope's state (`principal_in` reads it).
 
 The other production services (rate limits, metrics, history) read this object and nothing else
 from auth, so they never depend on how the caller proved who it is.
@@ -6,6 +6,7 @@ from auth, so they never depend on how the caller proved who it is.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -33,6 +34,8 @@ class Principal:
 ANONYMOUS = Principal(id="anonymous", kind="anonymous", name="anonymous", scopes=ALL_SCOPES)
 
 
-def principal_of(state: Any) -> Principal:
-    """The principal on a request's state (`request.state`); anonymous when auth is off."""
-    return getattr(state, "principal", None) or ANONYMOUS
+def principal_in(scope: Mapping[str, Any]) -> Principal | None:
+    """The principal the auth middleware put in an ASGI scope's state; None where it did not run
+    (auth off, or a public path before it)."""
+    found = (scope.get("state") or {}).get("principal")
+    return found if isinstance(found, Principal) else None

@@ -16,7 +16,7 @@ from typing import Any
 
 from deskml.core.cache import CacheKind, ResponseCache
 from deskml.core.context import current_record
-from deskml.core.errors import BadRequest, ContextOverflow, DeskmlError
+from deskml.core.errors import BadRequest, ContextOverflow
 from deskml.core.types import (
     ChatMessage,
     ChatRequest,
@@ -34,6 +34,7 @@ from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_bod
 from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
+from deskml.runtime.local_models import LocalModels
 from deskml.runtime.modelfile import PARAMETER_TYPES
 from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
@@ -102,16 +103,19 @@ def gpu_options(options: dict[str, Any] | None) -> dict[str, int | None]:
 
 class InferenceService:
     def __init__(
-        self, settings: Settings, registry: Registry, manager: ModelManager, cache: ResponseCache | None = None
+        self, settings: Settings, registry: Registry, manager: ModelManager, cache: ResponseCache | None = None,
+        *, service_tasks: ServiceTasks | None = None, router: Router | None = None,
     ) -> None:
+        """`cache`: the response cache (services/cache.py); None = every reply is fresh. `service_tasks`:
+        embedding models that are service models (all-minilm, ...), not GGUFs. `router`: picks local or
+        upstream backends (DESKML_UPSTREAMS_FILE)."""
         self.settings = settings
         self.registry = registry
         self.manager = manager
-        self.cache = cache  # injected by the app (services/cache.py); None = every reply is fresh
-        # Injected by the app: embedding models that are service models (all-minilm, ...), not GGUFs.
-        self.service_tasks: ServiceTasks | None = None
-        # Injected by the app when DESKML_UPSTREAMS_FILE is set: picks local or upstream backends.
-        self.router: Router | None = None
+        self.cache = cache
+        self.service_tasks = service_tasks
+        self.router = router
+        self.local = LocalModels(registry, service_tasks, forward_only=router is not None and settings.forward_only)
         self._fim_texts: dict[str, tuple[str, str, str] | None] = {}  # model file -> FIM token texts
 
     # public API --------------------------------------------------------------------------
@@ -251,21 +255,13 @@ class InferenceService:
         return Done(reason="unload", model=entry.name)
 
     def serves_locally(self, name: str, task: str) -> bool:
-        """Whether this node answers `name` itself (for the router): a GGUF, or an embedding service model.
+        """Whether this node answers `name` itself: a GGUF, or an embedding service model.
         Never on a node that only forwards (DESKML_FORWARD_ONLY)."""
-        if self.router is not None and self.settings.forward_only:
-            return False
-        if task == "embed" and self.service_tasks is not None and self.service_tasks.serves_embedding(name):
-            return True
-        try:
-            self.registry.get(name)
-        except DeskmlError:
-            return False
-        return True
+        return self.local.serves(name, task)
 
     def canonical_name(self, name: str) -> str:
         """The name deskml's alias rules give `name` (`smollm2` -> `smollm2:135m`), for matching upstreams."""
-        return self.registry.canonical(name)
+        return self.local.canonical(name)
 
     def routed_models(self) -> list[RoutedModel]:
         """Models offered by upstreams (for /api/tags and /v1/models); empty without a router."""

@@ -1,10 +1,10 @@
-"""Start and stop the database-backed services (auth, history) for the app factory's lifespan."""
+"""Open and close the database-backed services (database, auth, history) for the app's services
+(deskml/container.py); the pre-start checks and the banner lines about them."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from deskml.services.auth import AuthService, CredentialStore, anonymous_allowed
 from deskml.services.db import Database, redacted
@@ -16,45 +16,43 @@ from deskml.settings import Settings
 log = logging.getLogger("deskml.db")
 
 
-async def start_data_services(state: Any, settings: Settings) -> None:
-    """Open the database (migrating it), then put `db`, `auth` and `history` on `state` and register
-    the history writer as a request-record sink."""
+async def open_database(settings: Settings) -> Database:
+    """The database, migrated to the head revision."""
     db = Database.from_settings(settings)
-    state.db = db
-    await asyncio.to_thread(db.migrate)
+    try:
+        await asyncio.to_thread(db.migrate)
+    except BaseException:
+        db.close()
+        raise
     log.debug("database %s at revision head", redacted(db.url))
     warn_if_loose(settings.data_dir, sqlite_path(db.url))
+    return db
+
+
+async def open_auth(settings: Settings, db: Database) -> AuthService | None:
+    """The auth service; None with DESKML_AUTH=off (which still refuses an unprotected non-loopback
+    bind without --insecure)."""
     if settings.auth == "off":
-        # Still refuses an unprotected non-loopback bind without --insecure.
         await asyncio.to_thread(lambda: anonymous_allowed(settings, 0))
-        state.auth = None
-    else:
-        state.auth = await asyncio.to_thread(AuthService.build, settings, db)
-    sinks: list[Any] | None = getattr(state, "record_sinks", None)
-    if sinks is None:
-        sinks = state.record_sinks = []
-    state.history = None
-    if settings.history:
-        writer = HistoryWriter(db, settings, node=getattr(state, "node_id", None))
-        writer.start()
-        sinks.append(writer.submit)
-        state.history = writer
+        return None
+    return await asyncio.to_thread(AuthService.build, settings, db)
 
 
-async def stop_data_services(state: Any) -> None:
-    """Write what the history still buffers, then close the database."""
-    writer: HistoryWriter | None = getattr(state, "history", None)
-    if writer is not None:
-        try:
-            await writer.close()
-        except Exception:  # close() does not raise; shutdown must go on even if that ever changes
-            log.exception("history: closing the writer failed")
-    auth: AuthService | None = getattr(state, "auth", None)
-    if auth is not None:
-        await auth.close()
-    db: Database | None = getattr(state, "db", None)
-    if db is not None:
-        db.close()
+def start_history(settings: Settings, db: Database, node_id: str | None) -> HistoryWriter | None:
+    """The running history writer (a request-record sink); None with DESKML_HISTORY=false."""
+    if not settings.history:
+        return None
+    writer = HistoryWriter(db, settings, node=node_id)
+    writer.start()
+    return writer
+
+
+async def close_history(writer: HistoryWriter) -> None:
+    """Write what the history still buffers."""
+    try:
+        await writer.close()
+    except Exception:  # close() does not raise; shutdown must go on even if that ever changes
+        log.exception("history: closing the writer failed")
 
 
 def preflight(settings: Settings) -> None:
@@ -71,10 +69,8 @@ def preflight(settings: Settings) -> None:
     anonymous_allowed(settings, credentials)
 
 
-def summary(state: Any) -> list[str]:
+def summary(auth: AuthService | None, db: Database, writer: HistoryWriter | None) -> list[str]:
     """Banner lines: how callers authenticate and where history goes."""
-    auth: AuthService | None = getattr(state, "auth", None)
-    db: Database | None = getattr(state, "db", None)
     lines = []
     if auth is None:
         lines.append("  auth: off (DESKML_AUTH=off): every caller has every scope")
@@ -84,8 +80,6 @@ def summary(state: Any) -> list[str]:
         lines.append("  auth: optional on loopback (callers without a key get every scope)")
     else:
         lines.append("  auth: NONE (--insecure): anyone on the network can use every endpoint")
-    writer: HistoryWriter | None = getattr(state, "history", None)
-    if db is not None:
-        where = redacted(db.url)
-        lines.append(f"  history: {where}" if writer is not None else f"  history: off (database {where})")
+    where = redacted(db.url)
+    lines.append(f"  history: {where}" if writer is not None else f"  history: off (database {where})")
     return lines

@@ -129,24 +129,17 @@ async def browse(timeout: float = 3.0) -> list[Found]:
         await azc.async_close()
 
 
-async def start_discovery(state: Any, settings: Settings) -> None:
-    state.advertiser = None
+async def start_advertiser(settings: Settings, node_id: str, auth_required: bool) -> Advertiser | None:
+    """The running mDNS advertisement; None when the server is not to be advertised or cannot be."""
     if not should_advertise(settings):
-        return
-    auth = getattr(state, "auth", None)
-    advertiser = Advertiser(settings, getattr(state, "node_id", ""), auth is not None and not auth.allow_anonymous)
+        return None
+    advertiser = Advertiser(settings, node_id, auth_required)
     try:
         await advertiser.start()
     except (OSError, ImportError) as exc:  # no multicast-capable interface, or zeroconf missing
         log.warning("mDNS advertisement is off: %s", exc)
-        return
-    state.advertiser = advertiser
-
-
-async def stop_discovery(state: Any) -> None:
-    advertiser: Advertiser | None = getattr(state, "advertiser", None)
-    if advertiser is not None:
-        await advertiser.close()
+        return None
+    return advertiser
 
 
 def mdns_host_name() -> str:

@@ -13,8 +13,9 @@ import ipaddress
 import platform
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 from pydantic import BaseModel
@@ -23,7 +24,23 @@ from deskml.core.errors import DeskmlError
 from deskml.services.netinfo import can_connect, is_loopback, lan_addresses, port_in_use, port_owner
 from deskml.settings import Settings
 
+if TYPE_CHECKING:  # the CLI's doctor runs without a server: these load only where one is serving
+    from deskml.runtime.registry import Registry
+    from deskml.runtime.router import Router
+    from deskml.services.db import Database
+    from deskml.services.history import HistoryWriter
+
 Status = Literal["ok", "info", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Serving:
+    """What a running server hands the doctor (GET /api/doctor); the CLI's doctor has none."""
+
+    registry: Registry
+    history: HistoryWriter | None
+    router: Router | None
+    db: Database
 
 
 class Check(BaseModel):
@@ -214,11 +231,11 @@ def _meminfo() -> dict[str, int]:
     return values
 
 
-def check_models(state: Any, settings: Settings) -> list[Check]:
+def check_models(serving: Serving | None, settings: Settings) -> list[Check]:
     from deskml.runtime.registry import Registry
     from deskml.runtime.store import ModelStore
 
-    registry = getattr(state, "registry", None) or Registry(ModelStore.for_settings(settings))
+    registry = serving.registry if serving is not None else Registry(ModelStore.for_settings(settings))
     entries = registry.list()
     if not entries:
         return [Check(name="models", status="fail", message="no LLM is installed",
@@ -274,10 +291,10 @@ def _served_history(settings: Settings) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def check_history(settings: Settings, state: Any, running: bool) -> Check:
+def check_history(settings: Settings, serving: Serving | None, running: bool) -> Check:
     if not settings.history:
         return Check(name="history", status="info", message="request history is off (DESKML_HISTORY=false)")
-    writer = getattr(state, "history", None) if state is not None else None
+    writer = serving.history if serving is not None else None
     status = writer.status() if writer is not None else _served_history(settings) if running else None
     if status is None:
         return Check(name="history", status="info", message="no running server to ask about the history writer")
@@ -306,8 +323,8 @@ def check_files(settings: Settings) -> Check:
 
 
 # upstreams -------------------------------------------------------------------------------------
-async def check_upstreams(settings: Settings, state: Any) -> list[Check]:
-    router = getattr(state, "router", None)
+async def check_upstreams(settings: Settings, serving: Serving | None) -> list[Check]:
+    router = serving.router if serving is not None else None
     if settings.upstreams_file is None:
         return []
     if router is not None:
@@ -344,16 +361,15 @@ async def check_upstreams(settings: Settings, state: Any) -> list[Check]:
     return checks
 
 
-async def diagnose(settings: Settings, state: Any = None) -> Report:
-    """Every check. `state` is the running app's state (GET /api/doctor), None from the CLI."""
-    serving = state is not None
-    port, running = check_port(settings, serving)
-    credentials = await asyncio.to_thread(_credentials, settings, state)
+async def diagnose(settings: Settings, serving: Serving | None = None) -> Report:
+    """Every check. `serving`: the running server's objects (GET /api/doctor); None from the CLI."""
+    port, running = check_port(settings, serving is not None)
+    credentials = await asyncio.to_thread(_credentials, settings, serving)
     checks = [check_bind(settings), port, *check_lan(settings, running), check_firewall(settings),
               check_cors(settings), check_auth(settings, credentials), check_tls(settings),
-              *await asyncio.to_thread(check_models, state, settings), check_disk(settings), *check_gpu(settings),
-              *await check_upstreams(settings, state),
-              await asyncio.to_thread(check_history, settings, state, running), check_files(settings)]
+              *await asyncio.to_thread(check_models, serving, settings), check_disk(settings), *check_gpu(settings),
+              *await check_upstreams(settings, serving),
+              await asyncio.to_thread(check_history, settings, serving, running), check_files(settings)]
     scheme = "https" if settings.tls_cert else "http"
     urls = [] if is_loopback(settings.host) else [f"{scheme}://{a}:{settings.port}" for a in _bound(settings)]
     return Report(ok=not any(c.status == "fail" and c.blocking for c in checks), lan_urls=urls, checks=checks)
@@ -369,13 +385,12 @@ def _bound(settings: Settings) -> list[str]:
     return [host]
 
 
-def _credentials(settings: Settings, state: Any) -> int | None:
+def _credentials(settings: Settings, serving: Serving | None) -> int | None:
     from deskml.services.auth import CredentialStore
     from deskml.services.db import Database, DatabaseError
 
-    db = getattr(state, "db", None)
-    if db is not None:
-        return int(CredentialStore(db).count_credentials())
+    if serving is not None:
+        return int(CredentialStore(serving.db).count_credentials())
     try:
         own = Database.from_settings(settings)
         try:

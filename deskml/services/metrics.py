@@ -3,17 +3,16 @@ records, plus gauges read from the live state (loaded models, slots, queues) at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
 
-from fastapi import APIRouter, Request, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from deskml.core.context import RequestRecord
-from deskml.core.errors import Forbidden, Unauthorized
-from deskml.core.principal import SCOPE_ADMIN
+from deskml.services.drain import Drain
+from deskml.services.history import HistoryWriter
 
 PREFIX = "deskml"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -21,10 +20,17 @@ _TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
 _TPOT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1)
 
 
-class Metrics:
-    """The app's metrics. `observe` is a record sink; the collector reads `app.state` when scraped."""
+class Loaded(Protocol):
+    """What the live gauges read from the model manager and the service-model manager: what is loaded now."""
 
-    def __init__(self, app_state: Any) -> None:
+    def loaded(self) -> Sequence[Any]: ...
+
+
+class Metrics:
+    """The app's metrics. `observe` is a record sink; the collector reads the loaded models, the
+    history writer and the drain when scraped."""
+
+    def __init__(self, models: Loaded, services: Loaded, history: HistoryWriter | None, drain: Drain) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             f"{PREFIX}_requests", "HTTP requests finished, by route, dialect, model and status.",
@@ -58,7 +64,7 @@ class Metrics:
             f"{PREFIX}_rate_limited", "Requests refused with 429, by the limit that was reached.", ["limit"],
             registry=self.registry,
         )
-        self.registry.register(_LiveState(app_state))
+        self.registry.register(_LiveState(models, services, history, drain))
         for result in ("hit", "miss"):
             self.cache.labels(result)  # present from the start, so rate() works on the first scrape
 
@@ -100,8 +106,11 @@ def _weights_size(spec: Any) -> int:
 class _LiveState(Collector):
     """Gauges that are facts about now: loaded models, their memory, slots, queues, history drops."""
 
-    def __init__(self, app_state: Any) -> None:
-        self.state = app_state
+    def __init__(self, models: Loaded, services: Loaded, history: HistoryWriter | None, drain: Drain | None) -> None:
+        self.models = models
+        self.services = services
+        self.history = history
+        self.drain = drain
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh at every scrape; nothing to pre-describe
@@ -122,8 +131,7 @@ class _LiveState(Collector):
             f"{PREFIX}_model_device_memory_bytes", "Estimated GPU memory of a loaded model (0 on the CPU).",
             labels=["model", "kind", "device"],
         )
-        manager = getattr(self.state, "manager", None)
-        models = manager.loaded() if manager is not None else []
+        models = self.models.loaded()
         for model in models:
             labels = [model.name, model.kind]
             memory.add_metric(labels, model.size_bytes)
@@ -131,11 +139,10 @@ class _LiveState(Collector):
             queued.add_metric(labels, model.scheduler.queued)
             slots.add_metric(labels, model.scheduler.slots)
             gpu = getattr(model, "gpu", None)
-            on_gpu = gpu is not None and gpu.n_gpu_layers > 0 and gpu.devices
-            vram.add_metric([*labels, gpu.devices[0].name if on_gpu else "cpu"], getattr(model, "size_vram", 0))
+            device = gpu.devices[0].name if gpu is not None and gpu.n_gpu_layers > 0 and gpu.devices else "cpu"
+            vram.add_metric([*labels, device], getattr(model, "size_vram", 0))
         # vision, embedding and other service models (no slots or queue of their own)
-        services = getattr(self.state, "services", None)
-        others = services.loaded() if services is not None and hasattr(services, "loaded") else []
+        others = self.services.loaded()
         for item in others:
             running.add_metric([item.spec.name, str(item.spec.kind)], getattr(item, "active", 0))
             device = str(getattr(getattr(item, "engine", None), "device", "cpu"))
@@ -143,46 +150,22 @@ class _LiveState(Collector):
                 vram.add_metric([item.spec.name, str(item.spec.kind), device], _weights_size(item.spec))
         loaded.add_metric([], len(models) + len(others))
         yield from (loaded, memory, running, queued, slots, vram)
-        history = getattr(self.state, "history", None)
-        dropped = getattr(history, "dropped", None)
-        if isinstance(dropped, int | float):
+        history = self.history
+        if history is not None:
             drops = CounterMetricFamily(
                 f"{PREFIX}_history_dropped",
                 "Request records never written: the history buffer was full, or the database refused the row.",
             )
-            drops.add_metric([], dropped)
+            drops.add_metric([], history.dropped)
             yield drops
-        errors = getattr(history, "write_errors", None)
-        if isinstance(errors, int | float):
             failed = CounterMetricFamily(
                 f"{PREFIX}_history_write_errors", "History write attempts that failed, whatever the reason."
             )
-            failed.add_metric([], errors)
+            failed.add_metric([], history.write_errors)
             yield failed
-        pending = getattr(history, "pending", None)
-        if isinstance(pending, int | float):
             yield GaugeMetricFamily(
-                f"{PREFIX}_history_buffered_records", "Request records waiting to be written.", value=pending
+                f"{PREFIX}_history_buffered_records", "Request records waiting to be written.", value=history.pending
             )
-        drain = getattr(self.state, "drain", None)
-        if drain is not None:
+        if self.drain is not None:
             yield GaugeMetricFamily(f"{PREFIX}_requests_in_flight", "HTTP requests running now.",
-                                    value=len(drain.active))
-
-
-router = APIRouter()
-
-
-@router.get("/metrics", include_in_schema=False)
-async def metrics_endpoint(request: Request) -> Response:
-    state = request.app.state
-    metrics: Metrics | None = getattr(state, "metrics", None)
-    if metrics is None:
-        return Response("metrics are switched off (DESKML_METRICS=false)\n", status_code=404, media_type="text/plain")
-    if state.settings.metrics_auth:
-        principal = getattr(request.state, "principal", None)
-        if principal is None or (principal.kind == "anonymous" and not principal.allows(SCOPE_ADMIN)):
-            raise Unauthorized("metrics need an API key or login with the admin scope (DESKML_METRICS_AUTH)")
-        if not principal.allows(SCOPE_ADMIN):
-            raise Forbidden("metrics need the admin scope (DESKML_METRICS_AUTH)")
-    return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+                                    value=len(self.drain.active))

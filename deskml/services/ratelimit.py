@@ -5,7 +5,7 @@ and generated tokens per hour (a fixed window charged with the reply's completio
 request ends; a request is refused while the budget is spent). Counters live in process memory, or
 in Redis when `DESKML_REDIS_URL` is set so that several deskml processes share one budget.
 
-The middleware sits inside the auth middleware, which has put the caller on `scope["state"]`.
+The ASGI middleware that applies them is `deskml/api/middleware/ratelimit.py`.
 """
 
 from __future__ import annotations
@@ -19,20 +19,10 @@ from typing import Any
 from limits import RateLimitItem, RateLimitItemPerHour, RateLimitItemPerMinute
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deskml.api.errors import dialect_for_path, send_error
-from deskml.core.context import current_record
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.ratelimit")
-
-# Liveness and discovery stay reachable however busy a client is (and CORS preflights are free).
-EXEMPT_PATHS = frozenset({"/", "/api/version", "/health", "/metrics", "/favicon.ico", "/ui"})
-# The web UI's static files: one page load fetches a dozen of them.
-EXEMPT_PREFIXES = ("/ui/",)
-_UNITS = {"requests_per_minute": "requests per minute", "requests_per_hour": "requests per hour",
-          "tokens_per_hour": "generated tokens per hour"}
 
 
 @dataclass(frozen=True)
@@ -161,62 +151,3 @@ def _headers(limit: int, remaining: int, reset_in: float) -> list[tuple[bytes, b
         (b"x-ratelimit-remaining", str(max(0, remaining)).encode()),
         (b"x-ratelimit-reset", str(max(0, math.ceil(reset_in))).encode()),
     ]
-
-
-class RateLimit:
-    """ASGI middleware applying the app's RateLimiter (app.state.ratelimiter) to every API request."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        is_http = scope["type"] == "http"
-        limiter: RateLimiter | None = getattr(scope["app"].state, "ratelimiter", None) if is_http else None
-        if limiter is None or scope.get("method") == "OPTIONS" or scope.get("path") in EXEMPT_PATHS \
-                or scope.get("path", "").startswith(EXEMPT_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        principal = (scope.get("state") or {}).get("principal")
-        budget = limiter.budget_for(principal)
-        if budget.unlimited:
-            await self.app(scope, receive, send)
-            return
-        client = scope.get("client")
-        key = limiter.key_for(principal, client[0] if client else "")
-        try:
-            verdict = await limiter.admit(key, budget)
-        except Exception as exc:  # storage outage: fail open, loudly
-            limiter.storage_failed(exc)
-            await self.app(scope, receive, send)
-            return
-        if not verdict.allowed:
-            await self._refuse(scope, send, verdict, key)
-            return
-        extra = verdict.headers or []
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and extra:
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            record = current_record()
-            if record is not None and budget.tokens_per_hour and record.completion_tokens:
-                try:
-                    await limiter.charge(key, budget, record.completion_tokens)
-                except Exception as exc:
-                    limiter.storage_failed(exc)
-
-    @staticmethod
-    async def _refuse(scope: Scope, send: Send, verdict: Verdict, key: str) -> None:
-        record = current_record()
-        if record is not None:
-            record.extra["rate_limited"] = verdict.limit
-        seconds = math.ceil(verdict.retry_after)
-        who = "this API key" if key.startswith("key:") else "this user" if key.startswith("user:") else "this client"
-        unit = _UNITS.get(verdict.limit or "", verdict.limit)
-        message = f"rate limit reached: {unit} for {who}; retry in {seconds} s"
-        await send_error(send, dialect_for_path(scope.get("path", "")), 429, message, code="rate_limit_exceeded",
-                         headers=[(b"retry-after", str(seconds).encode()), *(verdict.headers or [])])

@@ -14,6 +14,7 @@ from typing import ClassVar
 import pytest
 
 from deskml.runtime.store import ModelStore
+from tests.conftest import services_of
 from tests.hub.conftest import REPO, HubApp, build_wheel, ndjson
 from tests.hub.fakehub import FakeHub
 
@@ -116,7 +117,7 @@ def test_pulls_go_through_the_configured_proxy(hub_app: HubApp, proxy: str, monk
 def test_a_pulled_copy_of_a_service_model_is_listed_once(hub_app: HubApp, tmp_path: Path, gguf_sha: str,
                                                          gguf_bytes: bytes) -> None:
     with hub_app() as client:
-        stored = {e.name for e in client.app.state.registry.list()}  # type: ignore[attr-defined]
+        stored = {e.name for e in services_of(client.app).registry.list()}
         services = [m["name"] for m in client.get("/api/tags").json()["models"] if m["name"] not in stored]
     if not services:
         pytest.skip("no embedding/vision/speech model package is installed, so no service row to collide with")

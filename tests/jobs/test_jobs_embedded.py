@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from fastapi.testclient import TestClient
 
+from tests.conftest import services_of
 from tests.jobs.conftest import poll_task, upload, wait_job
 from tests.jobs.jobdata import batch_jsonl, intents_csv, intents_jsonl, pattern_image, patterns_zip
 
@@ -182,8 +183,8 @@ def test_cancel_during_progress_stops_the_job_and_frees_its_slots(jobs_client: T
     assert job["state"] == "CANCELLED" and job["finished_at"]
     assert job["current"] < 40
     app = jobs_client.app
-    assert not app.state.jobs.executor.running  # type: ignore[attr-defined]
-    for model in app.state.manager.loaded():  # type: ignore[attr-defined]
+    assert not services_of(app).jobs.executor.running
+    for model in services_of(app).manager.loaded():
         assert model.scheduler.idle, "a cancelled batch left requests in the scheduler"
     time.sleep(1.5)
     later = jobs_client.get(f"/api/jobs/{batch['id']}").json()

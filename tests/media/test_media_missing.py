@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from deskml.app import create_app
 from deskml.runtime.extras import install_command
-from tests.conftest import make_settings
+from tests.conftest import make_settings, services_of
 from tests.media.conftest import espeak
 
 
@@ -31,7 +31,7 @@ def test_no_image_model_is_501_saying_where_to_put_one(tmp_path: Path, monkeypat
 def test_missing_extra_is_501_with_the_pip_command(tmp_path: Path) -> None:
     with TestClient(create_app(make_settings(tmp_path))) as client:
         # As on a machine without the [audio] extra: a module the engines need is not importable.
-        for spec in client.app.state.services.specs:  # type: ignore[attr-defined]
+        for spec in services_of(client.app).service_manager.specs:
             if spec.kind in {"asr", "tts"}:
                 spec.requires = [*spec.requires, "deskml_module_that_is_not_installed"]
         response = client.post("/api/audio/transcribe", files={"audio": ("a.wav", espeak("hello"))})

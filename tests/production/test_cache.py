@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from deskml.app import create_app
 from deskml.core.types import ChatMessage, ChatRequest, Done, GenerateRequest, SamplingOptions, TextDelta
 from deskml.services.cache import MemoryStore, ResponseCacheService, cache_key
-from tests.conftest import MODEL, make_settings
+from tests.conftest import MODEL, make_settings, services_of
 
 _VOLATILE = {"created_at", "total_duration", "load_duration"}
 
@@ -77,7 +77,7 @@ def test_cache_switched_off_globally(tmp_path: Path) -> None:
         body = {"model": MODEL, "prompt": "Hi", "stream": False, "options": {"temperature": 0, "num_predict": 4}}
         assert [("x-deskml-cache" in client.post("/api/generate", json=body).headers) for _ in range(2)] == [
             False, False]
-        assert client.app.state.inference.cache is None  # type: ignore[attr-defined]
+        assert services_of(client.app).inference.cache is None
 
 
 def test_key_covers_model_identity_and_whole_request() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deskml.api.middleware.observe import _final_error_chunk
 from deskml.app import create_app
-from deskml.services.observe import _final_error_chunk
-from tests.conftest import MODEL, make_settings
+from tests.conftest import MODEL, make_settings, services_of
 
 
 class _FirstBody:
@@ -40,14 +40,14 @@ def test_drain_ends_running_streams_with_an_error_line(tmp_path: Path) -> None:
     async def scenario() -> tuple[list[dict], httpx.Response, httpx.Response, list]:
         sinks: list = []
         async with app.router.lifespan_context(app):
-            app.state.record_sinks.append(sinks.append)
+            services_of(app).record_sinks.append(sinks.append)
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://testserver", timeout=60) as client:
                 endless = {"model": MODEL, "prompt": "Tell a long story.", "options": {"num_predict": 100000}}
                 stream = asyncio.create_task(client.post("/api/generate", json=endless))
                 collected = asyncio.create_task(client.post("/api/generate", json={**endless, "stream": False}))
                 await asyncio.wait_for(streaming.wait(), timeout=60)  # the stream has begun
-                app.state.drain.begin(0.2)
+                services_of(app).drain.begin(0.2)
                 streamed, whole = await asyncio.wait_for(asyncio.gather(stream, collected), timeout=30)
                 refused = await client.get("/api/tags")
                 lines = [json.loads(line) for line in streamed.text.splitlines()]

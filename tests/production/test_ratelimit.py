@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deskml.app import create_app
 from deskml.core.principal import ALL_SCOPES, Principal
 from deskml.services.ratelimit import Budget, RateLimiter
-from tests.conftest import MODEL, make_settings
+from tests.conftest import MODEL, make_settings, services_of
 
 
 def _app(tmp_path: Path, storage: str | None, **overrides: object):
@@ -153,5 +153,5 @@ def test_redis_unreachable_at_start(tmp_path: Path, fallback: str) -> None:
         assert "DESKML_REDIS_FALLBACK=memory" in message and "hunter2" not in message
     else:
         with TestClient(create_app(settings)) as client:
-            assert client.app.state.ratelimiter.backend == "memory"  # type: ignore[attr-defined]
+            assert services_of(client.app).ratelimiter.backend == "memory"
             assert [client.get("/api/tags").status_code for _ in range(2)] == [200, 429]

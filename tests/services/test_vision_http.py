@@ -15,6 +15,7 @@ from deskml.engines.weights import package_dir
 from deskml.runtime.extras import install_command
 from deskml.runtime.service_models import user_detector_specs
 from deskml.runtime.services import ServiceSpec
+from tests.conftest import services_of
 from tests.services.conftest import encode, photo, text_image
 
 CAT_LABELS = ("tabby", "tiger cat", "Egyptian cat", "Persian cat", "Siamese cat", "lynx")
@@ -67,7 +68,7 @@ def test_concurrent_classify_requests_share_batches(svc_client: TestClient) -> N
     from concurrent.futures import ThreadPoolExecutor
 
     image = encode(photo("chelsea"))
-    tasks = svc_client.app.state.service_tasks
+    tasks = services_of(svc_client.app).service_tasks
     with ThreadPoolExecutor(8) as pool:
         bodies = list(pool.map(lambda _: _classify(svc_client, image), range(16)))
     assert all(b["predictions"] == bodies[0]["predictions"] for b in bodies)
@@ -111,7 +112,7 @@ def test_user_onnx_yolo_model_detects_like_the_darknet_original(
     assert folder is not None
     path = export(folder / "mlmodels", detectors_dir / "yolo-tiny-onnx.onnx")
     shutil.copy(folder / "mlmodels" / "coco.names", path.with_suffix(".names"))
-    services = svc_client.app.state.services
+    services = services_of(svc_client.app).service_manager
     services.specs.extend(user_detector_specs(detectors_dir))  # what a restart would pick up
     response = svc_client.post(
         "/api/vision/detect", files={"image": ("bike.png", encode(photo("motorcycle"), "PNG"), "image/png")},
@@ -178,7 +179,7 @@ def test_unknown_model_is_404_and_missing_extra_is_501_with_pip_command(svc_clie
     unknown = svc_client.post("/api/vision/classify", files={"image": ("a.jpg", image, "image/jpeg")},
                               data={"model": "no-such-classifier"})
     assert unknown.status_code == 404 and unknown.json()["success"] is False
-    services = svc_client.app.state.services
+    services = services_of(svc_client.app).service_manager
     services.specs.append(ServiceSpec(
         name="ghost-vit", kind="classify", engine="deskml.engines.vision:EfficientNetClassifier", extra="vision",
         requires=["deskml_test_module_that_is_not_installed"],

@@ -7,12 +7,13 @@ import asyncio
 import base64
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from deskml.api.deps import AuthDep, DatabaseDep, ServicesDep, SettingsDep
 from deskml.services import pairing
 from deskml.services.auth import CredentialStore, parse_scopes
-from deskml.services.doctor import Report, diagnose
+from deskml.services.doctor import Report, Serving, diagnose
 
 router = APIRouter()
 
@@ -33,32 +34,32 @@ class PairResponse(BaseModel):
 
 
 @router.post("/api/admin/pair", status_code=201)
-async def pair(body: PairRequest, request: Request) -> PairResponse:
-    state = request.app.state
+async def pair(body: PairRequest, auth: AuthDep, db: DatabaseDep, settings: SettingsDep) -> PairResponse:
     key: str | None = None
     key_id: str | None = None
-    if getattr(state, "auth", None) is not None:
+    if auth is not None:
         scopes = parse_scopes(body.scopes)
-        store = CredentialStore(state.db)
+        store = CredentialStore(db)
         name = body.name
         if name is None:
             name = pairing.free_key_name({k.name for k in await asyncio.to_thread(store.list_keys)})
         info, key = await asyncio.to_thread(store.create_key, name, scopes, None)
         key_id = info.id
-    payload = pairing.build_payload(state.settings, key, body.urls)
+    payload = pairing.build_payload(settings, key, body.urls)
     png = base64.b64encode(pairing.qr_png(payload)).decode()
     return PairResponse(payload=payload, text=pairing.payload_text(payload), svg=pairing.qr_svg(payload),
                         png=f"data:image/png;base64,{png}", key_id=key_id)
 
 
 @router.get("/api/doctor")
-async def doctor(request: Request) -> Report:
-    return await diagnose(request.app.state.settings, request.app.state)
+async def doctor(services: ServicesDep) -> Report:
+    serving = Serving(registry=services.registry, history=services.history, router=services.router, db=services.db)
+    return await diagnose(services.settings, serving)
 
 
 @router.get("/api/admin/upstreams")
-async def upstreams(request: Request) -> dict[str, Any]:
-    router_ = getattr(request.app.state, "router", None)
+async def upstreams(services: ServicesDep) -> dict[str, Any]:
+    router_ = services.router
     if router_ is None:
-        return {"node": request.app.state.node_id, "routing": False, "backends": []}
+        return {"node": services.node_id, "routing": False, "backends": []}
     return {"node": router_.node_id, "routing": True, "backends": router_.status()}

@@ -9,26 +9,21 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
 from deskml.api.admin import schemas as wire
+from deskml.api.deps import AuthDep, DatabaseDep
 from deskml.core.errors import NotImplementedFeature
 from deskml.services import history as hist
 from deskml.services.auth import AuthService, CredentialStore, KeyInfo, UserInfo, parse_scopes
-from deskml.services.db import Database
 
 router = APIRouter()
 
 
-def _auth(request: Request) -> AuthService:
-    auth: AuthService | None = getattr(request.app.state, "auth", None)
+def _required(auth: AuthService | None) -> AuthService:
     if auth is None:
         raise NotImplementedFeature("authentication is off on this server (DESKML_AUTH=off)")
     return auth
-
-
-def _store(request: Request) -> CredentialStore:
-    return CredentialStore(request.app.state.db)
 
 
 def _key(info: KeyInfo) -> dict[str, Any]:
@@ -43,33 +38,32 @@ def _user(info: UserInfo) -> dict[str, Any]:
 
 # sign in ---------------------------------------------------------------------------------------
 @router.post("/login")
-async def login(body: wire.LoginRequest, request: Request) -> wire.TokenResponse:
-    return wire.TokenResponse(**await _auth(request).login(body.username, body.password))
+async def login(body: wire.LoginRequest, auth: AuthDep) -> wire.TokenResponse:
+    return wire.TokenResponse(**await _required(auth).login(body.username, body.password))
 
 
 @router.post("/login/refresh")
-async def refresh(body: wire.RefreshRequest, request: Request) -> wire.TokenResponse:
-    return wire.TokenResponse(**await _auth(request).refresh(body.refresh_token))
+async def refresh(body: wire.RefreshRequest, auth: AuthDep) -> wire.TokenResponse:
+    return wire.TokenResponse(**await _required(auth).refresh(body.refresh_token))
 
 
 # API keys --------------------------------------------------------------------------------------
 @router.get("/api/keys")
-async def list_keys(request: Request, revoked: bool = False) -> wire.KeyList:
-    keys = await asyncio.to_thread(_store(request).list_keys, revoked)
+async def list_keys(db: DatabaseDep, revoked: bool = False) -> wire.KeyList:
+    keys = await asyncio.to_thread(CredentialStore(db).list_keys, revoked)
     return wire.KeyList(keys=[wire.KeyOut(**_key(k)) for k in keys])
 
 
 @router.post("/api/keys", status_code=201)
-async def create_key(body: wire.KeyCreate, request: Request) -> wire.KeyCreated:
+async def create_key(body: wire.KeyCreate, db: DatabaseDep) -> wire.KeyCreated:
     scopes = parse_scopes(body.scopes)
-    info, plaintext = await asyncio.to_thread(_store(request).create_key, body.name, scopes, body.limits)
+    info, plaintext = await asyncio.to_thread(CredentialStore(db).create_key, body.name, scopes, body.limits)
     return wire.KeyCreated(**_key(info), key=plaintext)
 
 
 @router.delete("/api/keys/{id_or_name}")
-async def revoke_key(id_or_name: str, request: Request) -> wire.KeyList:
-    revoked = await asyncio.to_thread(_store(request).revoke_key, id_or_name)
-    auth: AuthService | None = getattr(request.app.state, "auth", None)
+async def revoke_key(id_or_name: str, db: DatabaseDep, auth: AuthDep) -> wire.KeyList:
+    revoked = await asyncio.to_thread(CredentialStore(db).revoke_key, id_or_name)
     for info in revoked:
         if auth is not None:
             auth.forget(info.id)
@@ -78,22 +72,21 @@ async def revoke_key(id_or_name: str, request: Request) -> wire.KeyList:
 
 # users -----------------------------------------------------------------------------------------
 @router.get("/api/users")
-async def list_users(request: Request) -> wire.UserList:
-    users = await asyncio.to_thread(_store(request).list_users)
+async def list_users(db: DatabaseDep) -> wire.UserList:
+    users = await asyncio.to_thread(CredentialStore(db).list_users)
     return wire.UserList(users=[wire.UserOut(**_user(u)) for u in users])
 
 
 @router.post("/api/users", status_code=201)
-async def create_user(body: wire.UserCreate, request: Request) -> wire.UserOut:
+async def create_user(body: wire.UserCreate, db: DatabaseDep) -> wire.UserOut:
     scopes = parse_scopes(body.scopes)
-    info = await asyncio.to_thread(_store(request).create_user, body.username, body.password, scopes, body.limits)
+    info = await asyncio.to_thread(CredentialStore(db).create_user, body.username, body.password, scopes, body.limits)
     return wire.UserOut(**_user(info))
 
 
 @router.delete("/api/users/{username}", status_code=204)
-async def delete_user(username: str, request: Request) -> None:
-    await asyncio.to_thread(_store(request).delete_user, username)
-    auth: AuthService | None = getattr(request.app.state, "auth", None)
+async def delete_user(username: str, db: DatabaseDep, auth: AuthDep) -> None:
+    await asyncio.to_thread(CredentialStore(db).delete_user, username)
     if auth is not None:
         auth.forget_user(username)
 
@@ -101,7 +94,7 @@ async def delete_user(username: str, request: Request) -> None:
 # history ---------------------------------------------------------------------------------------
 @router.get("/api/history")
 async def history(
-    request: Request,
+    db: DatabaseDep,
     model: str | None = None,
     user: str | None = Query(None, description="A key id or a user name."),
     status: str | None = Query(None, description="200, 4xx, ok or error (400 and up, or an error noted)."),
@@ -119,7 +112,6 @@ async def history(
     ui: bool = Query(True, description="Include the web UI's own requests (its polling, marked with "
                      "'X-Deskml-Client: ui', and the page and its files); the History page sends ui=false."),
 ) -> wire.HistoryPage:
-    db: Database = request.app.state.db
     q = hist.HistoryQuery(
         model=model, user=user, status=status, dialect=dialect, method=method, path=path, limit=limit, ui=ui,
         node=node, request_id=request_id, row_id=row,

@@ -7,27 +7,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Query, UploadFile
 from fastapi.responses import StreamingResponse
 
 from deskml.api.backend import jobs_schemas as wire
+from deskml.api.deps import JobsDep, PrincipalDep, ServiceTasksDep, UploadLimitDep
 from deskml.api.streaming import dumps
 from deskml.api.uploads import read_upload
 from deskml.core.errors import DeskmlError, ModelNotFound
-from deskml.core.principal import Principal, principal_of
-from deskml.runtime.jobs.service import JobService
 from deskml.runtime.jobs.serving import classify_text
 from deskml.runtime.jobs.store import FileInfo, JobInfo
 
 router = APIRouter()
-
-
-def _jobs(request: Request) -> JobService:
-    return request.app.state.jobs  # type: ignore[no-any-return]
-
-
-def _who(request: Request) -> Principal:
-    return principal_of(request.state)
 
 
 def job_out(job: JobInfo) -> wire.JobOut:
@@ -64,57 +55,58 @@ def file_out(info: FileInfo) -> wire.FileOut:
 
 # the seed's routes ------------------------------------------------------------------------------
 @router.post("/api/train")
-async def train(body: wire.TrainRequest, request: Request) -> wire.TrainResponse:
-    job = await _jobs(request).train(_who(request), body.dataset, body.config)
+async def train(body: wire.TrainRequest, service: JobsDep, caller: PrincipalDep) -> wire.TrainResponse:
+    job = await service.train(caller, body.dataset, body.config)
     return wire.TrainResponse(task_id=job.id, status_url=f"/api/task/{job.id}/status")
 
 
 @router.get("/api/task/{task_id}/status")
-async def status(task_id: str, request: Request) -> wire.TaskStatus:
-    return task_status(await _jobs(request).get(_who(request), task_id))
+async def status(task_id: str, service: JobsDep, caller: PrincipalDep) -> wire.TaskStatus:
+    return task_status(await service.get(caller, task_id))
 
 
 # deskml's job routes -----------------------------------------------------------------------------
 @router.post("/api/files")
 async def upload(
-    request: Request,
+    service: JobsDep,
+    caller: PrincipalDep,
+    limit: UploadLimitDep,
     file: UploadFile | None = File(None, description="A CSV/JSONL text dataset, a zip of label folders, or a "
                                    "batch JSONL file."),
     purpose: str = Form("train", description="train (a dataset) or batch."),
 ) -> wire.FileOut:
-    limit = int(request.app.state.settings.max_upload_mb * (1 << 20))
     data = await read_upload(file, "file", limit)
-    info = await _jobs(request).upload(_who(request), purpose, file.filename or "" if file else "", data)
+    info = await service.upload(caller, purpose, file.filename or "" if file else "", data)
     return file_out(info)
 
 
 @router.get("/api/jobs")
 async def list_jobs(
-    request: Request,
+    service: JobsDep,
+    caller: PrincipalDep,
     state: str | None = Query(None, description="PENDING, PROGRESS, SUCCESS, FAILURE or CANCELLED."),
     kind: str | None = Query(None),
     limit: int = Query(50, ge=1, le=1000),
     mine: bool = Query(False, description="Only my jobs, also for an admin."),
 ) -> wire.JobList:
-    jobs = await _jobs(request).list(_who(request), state=state.upper() if state else None, kind=kind,
-                                     limit=limit, mine=mine)
+    jobs = await service.list(caller, state=state.upper() if state else None, kind=kind, limit=limit, mine=mine)
     return wire.JobList(jobs=[job_out(job) for job in jobs])
 
 
 @router.get("/api/jobs/{job_id}")
-async def show_job(job_id: str, request: Request) -> wire.JobOut:
-    return job_out(await _jobs(request).get(_who(request), job_id))
+async def show_job(job_id: str, service: JobsDep, caller: PrincipalDep) -> wire.JobOut:
+    return job_out(await service.get(caller, job_id))
 
 
 @router.delete("/api/jobs/{job_id}")
-async def cancel_job(job_id: str, request: Request) -> wire.JobOut:
-    return job_out(await _jobs(request).cancel(_who(request), job_id))
+async def cancel_job(job_id: str, service: JobsDep, caller: PrincipalDep) -> wire.JobOut:
+    return job_out(await service.cancel(caller, job_id))
 
 
 @router.get("/api/jobs/{job_id}/events")
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+async def job_events(job_id: str, service: JobsDep, caller: PrincipalDep) -> StreamingResponse:
     """Server-sent events: `progress` with the job each time it changes, then `end` when it is over."""
-    jobs, who = _jobs(request), _who(request)
+    jobs, who = service, caller
     await jobs.get(who, job_id)  # 404 before the stream starts
 
     async def lines() -> AsyncIterator[bytes]:
@@ -137,13 +129,13 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
 
 
 @router.post("/api/classify")
-async def classify(body: wire.ClassifyTextRequest, request: Request) -> wire.ClassifyTextResponse:
+async def classify(body: wire.ClassifyTextRequest, service: JobsDep,
+                   tasks: ServiceTasksDep) -> wire.ClassifyTextResponse:
     inputs = [body.input] if isinstance(body.input, str) else list(body.input)
-    tasks = request.app.state.service_tasks
     try:
         model, predictions, total_ns = await classify_text(tasks, body.model, inputs, body.top_k)
     except ModelNotFound:  # trained by a worker elsewhere moments ago: look again once
-        await _jobs(request).trained.refresh()
+        await service.trained.refresh()
         model, predictions, total_ns = await classify_text(tasks, body.model, inputs, body.top_k)
     results = [
         wire.ClassifiedText(label=row[0].label, score=round(row[0].score, 6),

@@ -15,21 +15,13 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from deskml.api.backend import media_schemas as wire
+from deskml.api.deps import MediaDep, ServiceManagerDep, UploadLimitDep
 from deskml.api.streaming import dumps, until_disconnected
 from deskml.api.uploads import read_upload
 from deskml.core import media as m
 from deskml.core.languages import language_code
-from deskml.runtime.media import MediaService
 
 router = APIRouter()
-
-
-def _media(request: Request) -> MediaService:
-    return request.app.state.media  # type: ignore[no-any-return]
-
-
-def _limit(request: Request) -> int:
-    return int(request.app.state.settings.max_upload_mb * (1 << 20))
 
 
 def _json(body: Any) -> Response:
@@ -43,6 +35,8 @@ def _seconds(ns: int) -> float:
 @router.post("/api/audio/transcribe")
 async def transcribe(
     request: Request,
+    media: MediaDep,
+    limit: UploadLimitDep,
     audio: UploadFile | None = File(None),
     model: str | None = Form(None),
     language: str | None = Form(None),
@@ -51,10 +45,10 @@ async def transcribe(
     if task not in {"transcribe", "translate"}:
         raise RequestValidationError([{"loc": ("task",), "msg": "must be 'transcribe' or 'translate'",
                                        "type": "value_error"}])
-    data = await read_upload(audio, "audio", _limit(request))
+    data = await read_upload(audio, "audio", limit)
     req = m.TranscribeRequest(model=model or None, audio=data, language=language_code(language),
                               task="translate" if task == "translate" else "transcribe")
-    result = await until_disconnected(request, _media(request).transcribe_all(req))
+    result = await until_disconnected(request, media.transcribe_all(req))
     return _json(wire.TranscribeResponse(
         text=result.text, language=result.language, duration=result.duration, model=result.model,
         chunks=[wire.TranscriptChunk(timestamp=(s.start, s.end), text=s.text.strip()) for s in result.segments],
@@ -63,9 +57,9 @@ async def transcribe(
 
 
 @router.post("/api/audio/speak")
-async def speak(body: wire.SpeakRequest, request: Request) -> Response:
+async def speak(body: wire.SpeakRequest, request: Request, media: MediaDep) -> Response:
     req = m.SpeakRequest(model=body.model, text=body.text, voice=body.voice, speed=body.speed, format=body.format)
-    result = await until_disconnected(request, _media(request).speak(req))
+    result = await until_disconnected(request, media.speak(req))
     if body.base64:
         return _json(wire.SpeakResponse(
             audio=base64.b64encode(result.audio).decode("ascii"), format=result.format, media_type=result.media_type,
@@ -78,22 +72,22 @@ async def speak(body: wire.SpeakRequest, request: Request) -> Response:
 
 
 @router.get("/api/audio/voices")
-async def voices(request: Request) -> wire.VoicesResponse:
+async def voices(services: ServiceManagerDep) -> wire.VoicesResponse:
     """The text-to-speech models installed here and the voices each can speak with."""
-    specs = [s for s in request.app.state.services.specs if s.kind == "tts" and s.available()]
+    specs = [s for s in services.specs if s.kind == "tts" and s.available()]
     return wire.VoicesResponse(models=[
         wire.VoiceModel(name=s.name, voices=[str(v) for v in s.options.get("voices", [])]) for s in specs
     ])
 
 
 @router.post("/api/images/generate")
-async def generate(body: wire.ImageGenerateRequest, request: Request) -> Response:
+async def generate(body: wire.ImageGenerateRequest, request: Request, media: MediaDep) -> Response:
     req = m.ImageRequest(
         model=body.model, prompt=body.prompt, negative_prompt=body.negative_prompt, width=body.width,
         height=body.height, steps=body.steps, guidance_scale=body.guidance_scale, seed=body.seed, n=body.n,
         format=body.format,
     )
-    done = await until_disconnected(request, _media(request).generate_image_all(req))
+    done = await until_disconnected(request, media.generate_image_all(req))
     return _json(wire.ImageGenerateResponse(
         images=[base64.b64encode(image).decode("ascii") for image in done.images], seeds=done.seeds,
         width=done.width, height=done.height, steps=done.steps, format=done.format, model=done.model,
@@ -104,6 +98,8 @@ async def generate(body: wire.ImageGenerateRequest, request: Request) -> Respons
 @router.post("/api/images/stylize")
 async def stylize(
     request: Request,
+    media: MediaDep,
+    limit: UploadLimitDep,
     image: UploadFile | None = File(None),
     style_image: UploadFile | None = File(None),
     style: str = Form("0"),
@@ -117,12 +113,11 @@ async def stylize(
                                                 "model": model, "format": format})
     except ValidationError as exc:
         raise RequestValidationError(exc.errors()) from exc
-    limit = _limit(request)
     photo = await read_upload(image, "image", limit)
     style_bytes = await read_upload(style_image, "style_image", limit) if style_image is not None else None
     req = m.StyleRequest(model=form.model or None, image=photo, style=form.style, style_image=style_bytes,
                          strength=form.strength, preserve_color=form.preserve_color, format=form.format)
-    result = await until_disconnected(request, _media(request).stylize(req))
+    result = await until_disconnected(request, media.stylize(req))
     return _json(wire.StylizeResponse(
         image=base64.b64encode(result.image).decode("ascii"), width=result.width, height=result.height,
         format=result.format, model=result.model, time=_seconds(result.total_ns),

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 
+from deskml.api.deps import HubDep, RegistryDep
 from deskml.api.hub import schemas as wire
 
 router = APIRouter()
 
 
 @router.get("/api/hub/catalog")
-async def catalog(request: Request, q: str = Query("", description="Words to match")) -> wire.CatalogResponse:
-    hub = request.app.state.hub
-    registry = request.app.state.registry
+async def catalog(hub: HubDep, registry: RegistryDep,
+                  q: str = Query("", description="Words to match")) -> wire.CatalogResponse:
     models = [
         wire.CatalogModel(
             name=e.name, aliases=e.aliases, kind=e.kind, format=e.format, family=e.family,
@@ -26,8 +26,8 @@ async def catalog(request: Request, q: str = Query("", description="Words to mat
 
 
 @router.get("/api/hub/usage")
-async def usage(request: Request) -> wire.UsageResponse:
-    found = request.app.state.registry.usage()
+async def usage(registry: RegistryDep) -> wire.UsageResponse:
+    found = registry.usage()
     return wire.UsageResponse(
         models=[wire.UsageModel(name=m.name, kind=m.kind, size=m.size, shared=m.shared, package=m.package)
                 for m in found.models],

@@ -21,6 +21,7 @@ from deskml.api.streaming import dumps, ndjson_lines, prime, stream_response, un
 from deskml.core import media as m
 from deskml.core.errors import BadRequest, DeskmlError
 from deskml.runtime.media import MediaService
+from deskml.runtime.services import ServiceManager
 
 
 class ImageOptions(BaseModel):
@@ -34,13 +35,8 @@ class ImageOptions(BaseModel):
     negative_prompt: str | None = None
 
 
-def _media(request: Request) -> MediaService:
-    return request.app.state.media  # type: ignore[no-any-return]
-
-
-def is_image_model(request: Request, name: str) -> bool:
-    services = getattr(request.app.state, "services", None)
-    return bool(name) and services is not None and services.find(name, "image") is not None
+def is_image_model(services: ServiceManager, name: str) -> bool:
+    return bool(name) and services.find(name, "image") is not None
 
 
 def image_request(body: wire.GenerateRequest) -> m.ImageRequest:
@@ -70,8 +66,7 @@ def _final(name: str, done: m.ImageDone | None, reason: str = "stop") -> dict[st
     return line
 
 
-async def generate(body: wire.GenerateRequest, request: Request, stream: bool) -> Response:
-    media = _media(request)
+async def generate(body: wire.GenerateRequest, request: Request, media: MediaService, stream: bool) -> Response:
     req = image_request(body)
     if not req.prompt.strip():  # like Ollama: an empty prompt just loads the model
         spec, _load_ns = await media.load(req.model, "image")

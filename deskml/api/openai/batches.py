@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from fastapi import APIRouter, File, Form, Query, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 
+from deskml.api.deps import JobsDep, PrincipalDep, UploadLimitDep
 from deskml.api.openai import batch_schemas as wire
 from deskml.api.uploads import read_upload
 from deskml.core.errors import BadRequest
-from deskml.core.principal import Principal, principal_of
+from deskml.core.principal import Principal
 from deskml.runtime.jobs.service import JobService
 from deskml.runtime.jobs.store import FileInfo, JobInfo
 
@@ -22,14 +23,6 @@ router = APIRouter(prefix="/v1")
 
 # OpenAI's purposes for uploads: `batch` inputs, and `fine-tune` (deskml: a classifier dataset).
 PURPOSES = {"batch": "batch", "fine-tune": "fine-tune", "train": "train"}
-
-
-def _jobs(request: Request) -> JobService:
-    return request.app.state.jobs  # type: ignore[no-any-return]
-
-
-def _who(request: Request) -> Principal:
-    return principal_of(request.state)
 
 
 def _ts(stamp: datetime | None) -> int | None:
@@ -81,55 +74,56 @@ def batch_object(job: JobInfo) -> wire.BatchObject:
 # files -------------------------------------------------------------------------------------------
 @router.post("/files")
 async def create_file(
-    request: Request,
+    service: JobsDep,
+    caller: PrincipalDep,
+    limit: UploadLimitDep,
     file: UploadFile | None = File(None),
     purpose: str = Form(..., description="batch (a batch input JSONL) or fine-tune (a classifier dataset)."),
 ) -> wire.FileObject:
     if purpose not in PURPOSES:
         raise BadRequest(f"purpose must be one of {', '.join(PURPOSES)}", param="purpose")
-    limit = int(request.app.state.settings.max_upload_mb * (1 << 20))
     data = await read_upload(file, "file", limit)
-    info = await _jobs(request).upload(_who(request), PURPOSES[purpose], (file.filename or "") if file else "", data)
+    info = await service.upload(caller, PURPOSES[purpose], (file.filename or "") if file else "", data)
     return file_object(info)
 
 
 @router.get("/files")
-async def list_files(request: Request, purpose: str | None = Query(None),
+async def list_files(service: JobsDep, caller: PrincipalDep, purpose: str | None = Query(None),
                      limit: int = Query(100, ge=1, le=10000)) -> wire.FileList:
-    files = [file_object(f) for f in await _jobs(request).files(_who(request), purpose, limit)]
+    files = [file_object(f) for f in await service.files(caller, purpose, limit)]
     return wire.FileList(data=files, first_id=files[0].id if files else None,
                          last_id=files[-1].id if files else None)
 
 
 @router.get("/files/{file_id}")
-async def get_file(file_id: str, request: Request) -> wire.FileObject:
-    return file_object(await _jobs(request).file(_who(request), file_id))
+async def get_file(file_id: str, service: JobsDep, caller: PrincipalDep) -> wire.FileObject:
+    return file_object(await service.file(caller, file_id))
 
 
 @router.get("/files/{file_id}/content")
-async def file_content(file_id: str, request: Request) -> Response:
-    data = await _jobs(request).file_content(_who(request), file_id)
+async def file_content(file_id: str, service: JobsDep, caller: PrincipalDep) -> Response:
+    data = await service.file_content(caller, file_id)
     return Response(data, media_type="application/jsonl" if not data.startswith(b"PK") else "application/zip")
 
 
 @router.delete("/files/{file_id}")
-async def delete_file(file_id: str, request: Request) -> wire.FileDeleted:
-    await _jobs(request).delete_file(_who(request), file_id)
+async def delete_file(file_id: str, service: JobsDep, caller: PrincipalDep) -> wire.FileDeleted:
+    await service.delete_file(caller, file_id)
     return wire.FileDeleted(id=file_id)
 
 
 # batches -----------------------------------------------------------------------------------------
 @router.post("/batches")
-async def create_batch(body: wire.CreateBatch, request: Request) -> wire.BatchObject:
-    job = await _jobs(request).batch(_who(request), body.input_file_id, body.endpoint, body.completion_window,
+async def create_batch(body: wire.CreateBatch, service: JobsDep, caller: PrincipalDep) -> wire.BatchObject:
+    job = await service.batch(caller, body.input_file_id, body.endpoint, body.completion_window,
                                      body.metadata)
     return batch_object(job)
 
 
 @router.get("/batches")
-async def list_batches(request: Request, limit: int = Query(20, ge=1, le=100),
+async def list_batches(service: JobsDep, caller: PrincipalDep, limit: int = Query(20, ge=1, le=100),
                        after: str | None = Query(None)) -> wire.BatchList:
-    jobs = await _jobs(request).list(_who(request), kind="batch", limit=1000 if after else limit + 1)
+    jobs = await service.list(caller, kind="batch", limit=1000 if after else limit + 1)
     if after:
         ids = [job.id for job in jobs]
         jobs = jobs[ids.index(after) + 1 :] if after in ids else []
@@ -140,18 +134,18 @@ async def list_batches(request: Request, limit: int = Query(20, ge=1, le=100),
 
 
 @router.get("/batches/{batch_id}")
-async def get_batch(batch_id: str, request: Request) -> wire.BatchObject:
-    return batch_object(await _batch(request, batch_id))
+async def get_batch(batch_id: str, service: JobsDep, caller: PrincipalDep) -> wire.BatchObject:
+    return batch_object(await _batch(service, caller, batch_id))
 
 
 @router.post("/batches/{batch_id}/cancel")
-async def cancel_batch(batch_id: str, request: Request) -> wire.BatchObject:
-    await _batch(request, batch_id)
-    return batch_object(await _jobs(request).cancel(_who(request), batch_id))
+async def cancel_batch(batch_id: str, service: JobsDep, caller: PrincipalDep) -> wire.BatchObject:
+    await _batch(service, caller, batch_id)
+    return batch_object(await service.cancel(caller, batch_id))
 
 
-async def _batch(request: Request, batch_id: str) -> JobInfo:
-    job = await _jobs(request).get(_who(request), batch_id)
+async def _batch(service: JobService, caller: Principal, batch_id: str) -> JobInfo:
+    job = await service.get(caller, batch_id)
     if job.kind != "batch":
         raise BadRequest(f"{batch_id} is a {job.kind} job, not a batch", param="batch_id")
     return job

@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from deskml.api.deps import MediaDep, UploadLimitDep
 from deskml.api.openai import media_schemas as wire
 from deskml.api.openai import media_translate as tr
 from deskml.api.streaming import dumps, until_disconnected
@@ -18,14 +19,6 @@ from deskml.runtime.media import MediaService
 router = APIRouter()
 
 
-def _media(request: Request) -> MediaService:
-    return request.app.state.media  # type: ignore[no-any-return]
-
-
-def _limit(request: Request) -> int:
-    return int(request.app.state.settings.max_upload_mb * (1 << 20))
-
-
 def _form(data: dict[str, Any]) -> wire.TranscriptionForm:
     try:
         return wire.TranscriptionForm.model_validate(data)
@@ -33,10 +26,11 @@ def _form(data: dict[str, Any]) -> wire.TranscriptionForm:
         raise RequestValidationError(exc.errors()) from exc
 
 
-async def _transcribe(request: Request, task: str, file: UploadFile | None, form: wire.TranscriptionForm) -> Response:
-    audio = await read_upload(file, "file", _limit(request))
+async def _transcribe(request: Request, media: MediaService, limit: int, task: str, file: UploadFile | None,
+                      form: wire.TranscriptionForm) -> Response:
+    audio = await read_upload(file, "file", limit)
     req = tr.transcribe_request(form, audio, task)
-    transcript = await until_disconnected(request, _media(request).transcribe_all(req))
+    transcript = await until_disconnected(request, media.transcribe_all(req))
     body, media_type = tr.transcription_body(transcript, form)
     if isinstance(body, str):
         return Response(body, media_type=media_type)
@@ -46,6 +40,8 @@ async def _transcribe(request: Request, task: str, file: UploadFile | None, form
 @router.post("/v1/audio/transcriptions")
 async def transcriptions(
     request: Request,
+    media: MediaDep,
+    limit: UploadLimitDep,
     file: UploadFile | None = File(None),
     model: str | None = Form(None),
     language: str | None = Form(None),
@@ -58,12 +54,14 @@ async def transcriptions(
         "model": model, "language": language, "prompt": prompt, "response_format": response_format,
         "temperature": temperature, "timestamp_granularities": timestamp_granularities or [],
     })
-    return await _transcribe(request, "transcribe", file, form)
+    return await _transcribe(request, media, limit, "transcribe", file, form)
 
 
 @router.post("/v1/audio/translations")
 async def translations(
     request: Request,
+    media: MediaDep,
+    limit: UploadLimitDep,
     file: UploadFile | None = File(None),
     model: str | None = Form(None),
     prompt: str | None = Form(None),
@@ -73,17 +71,17 @@ async def translations(
     form = _form({
         "model": model, "prompt": prompt, "response_format": response_format, "temperature": temperature,
     })
-    return await _transcribe(request, "translate", file, form)
+    return await _transcribe(request, media, limit, "translate", file, form)
 
 
 @router.post("/v1/audio/speech")
-async def speech(body: wire.SpeechRequest, request: Request) -> Response:
-    result = await until_disconnected(request, _media(request).speak(tr.speak_request(body)))
+async def speech(body: wire.SpeechRequest, request: Request, media: MediaDep) -> Response:
+    result = await until_disconnected(request, media.speak(tr.speak_request(body)))
     headers = {"X-Sample-Rate": str(result.sample_rate), "X-Audio-Duration": f"{result.duration:.3f}"}
     return Response(result.audio, media_type=result.media_type, headers=headers)
 
 
 @router.post("/v1/images/generations")
-async def image_generations(body: wire.ImageGenerationRequest, request: Request) -> JSONResponse:
-    done = await until_disconnected(request, _media(request).generate_image_all(tr.image_request(body)))
+async def image_generations(body: wire.ImageGenerationRequest, request: Request, media: MediaDep) -> JSONResponse:
+    done = await until_disconnected(request, media.generate_image_all(tr.image_request(body)))
     return JSONResponse(tr.images_response(done, body.response_format).model_dump(exclude_none=True))

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
+from deskml.api.deps import InferenceDep, RegistryDep, SettingsDep
 from deskml.api.errors import error_body
 from deskml.api.openai import schemas as wire
 from deskml.api.openai import translate as tr
@@ -24,29 +25,20 @@ router = APIRouter(prefix="/v1")
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def _inference(request: Request) -> InferenceService:
-    return request.app.state.inference  # type: ignore[no-any-return]
-
-
-def _registry(request: Request) -> Registry:
-    return request.app.state.registry  # type: ignore[no-any-return]
-
-
 def _json(body: dict[str, Any], status: int = 200) -> Response:
     return Response(dumps(body), status_code=status, media_type="application/json")
 
 
-def _upstream_only(request: Request, model: str) -> bool:
+def _upstream_only(inference: InferenceService, model: str) -> bool:
     """Whether a routing node answers `model` from elsewhere (DESKML_UPSTREAMS_FILE): this node does not serve
     it (the router says 404 itself when no upstream does; an upstream may accept names it does not list)."""
-    inference = _inference(request)
     return inference.router is not None and not inference.serves_locally(model, "chat")
 
 
-def _reply_meta(request: Request, prefix: str, model: str) -> tr.ReplyMeta:
-    if _upstream_only(request, model):
+def _reply_meta(inference: InferenceService, registry: Registry, prefix: str, model: str) -> tr.ReplyMeta:
+    if _upstream_only(inference, model):
         return tr.ReplyMeta(id=tr.new_id(prefix), created=int(time.time()), model=model, fingerprint=None)
-    return _meta(prefix, _registry(request).get(model))
+    return _meta(prefix, registry.get(model))
 
 
 def _meta(prefix: str, entry: ModelEntry) -> tr.ReplyMeta:
@@ -64,10 +56,11 @@ def _error_event(exc: Exception) -> dict[str, Any]:
 
 # chat ------------------------------------------------------------------------------------------
 @router.post("/chat/completions")
-async def chat_completions(body: wire.ChatCompletionRequest, request: Request) -> Response:
+async def chat_completions(body: wire.ChatCompletionRequest, request: Request, inference: InferenceDep,
+                           registry: RegistryDep) -> Response:
     req = tr.chat_request(body)
-    meta = _reply_meta(request, "chatcmpl", req.model)
-    events = _inference(request).chat(req)
+    meta = _reply_meta(inference, registry, "chatcmpl", req.model)
+    events = inference.chat(req)
     if not body.stream:
         result = core.collect(await until_disconnected(request, collect(events)))
         return _json(tr.chat_completion(meta, result, req))
@@ -143,12 +136,11 @@ class _CompletionChunks:
 
 
 @router.post("/completions")
-async def completions(body: wire.CompletionRequest, request: Request) -> Response:
+async def completions(body: wire.CompletionRequest, request: Request, inference: InferenceDep,
+                      registry: RegistryDep, settings: SettingsDep) -> Response:
     reqs = tr.completion_requests(body)
-    meta = _reply_meta(request, "cmpl", body.model)
-    service = _inference(request)
-    limit = request.app.state.settings.num_parallel
-    events = merged([service.generate(r) for r in reqs], limit)
+    meta = _reply_meta(inference, registry, "cmpl", body.model)
+    events = merged([inference.generate(r) for r in reqs], settings.num_parallel)
     echo = bool(body.echo)
     if not body.stream:
         pairs = await until_disconnected(request, collect(events))
@@ -168,19 +160,19 @@ async def completions(body: wire.CompletionRequest, request: Request) -> Respons
 
 # embeddings ------------------------------------------------------------------------------------
 @router.post("/embeddings")
-async def embeddings(body: wire.EmbeddingRequest, request: Request) -> Response:
+async def embeddings(body: wire.EmbeddingRequest, request: Request, inference: InferenceDep) -> Response:
     req = tr.embed_request(body)
-    result = await until_disconnected(request, _inference(request).embed(req))
+    result = await until_disconnected(request, inference.embed(req))
     return _json(tr.embeddings(result, body.encoding_format))
 
 
 # models ----------------------------------------------------------------------------------------
 @router.get("/models")
-async def list_models(request: Request) -> Response:
-    data = [tr.model_object(e.name, int(e.modified_at.timestamp())) for e in _registry(request).list()]
+async def list_models(inference: InferenceDep, registry: RegistryDep) -> Response:
+    data = [tr.model_object(e.name, int(e.modified_at.timestamp())) for e in registry.list()]
     listed = {item["id"] for item in data}
     now = int(time.time())
-    for routed in _inference(request).routed_models():  # models of upstream servers
+    for routed in inference.routed_models():  # models of upstream servers
         if routed.name not in listed:
             listed.add(routed.name)
             data.append(tr.model_object(routed.name, now))
@@ -188,12 +180,12 @@ async def list_models(request: Request) -> Response:
 
 
 @router.get("/models/{model_id:path}")
-async def get_model(model_id: str, request: Request) -> Response:
-    router = _inference(request).router
-    if _upstream_only(request, model_id) and router is not None and router.knows(model_id):
+async def get_model(model_id: str, inference: InferenceDep, registry: RegistryDep) -> Response:
+    router = inference.router
+    if _upstream_only(inference, model_id) and router is not None and router.knows(model_id):
         return _json(tr.model_object(model_id, int(time.time())))
     try:
-        entry = _registry(request).get(model_id)
+        entry = registry.get(model_id)
     except BadRequest:  # a name no model can have: for a lookup that is "no such model", as OpenAI says
         raise ModelNotFound(model_id) from None
     return _json(tr.model_object(entry.name, int(entry.modified_at.timestamp())))

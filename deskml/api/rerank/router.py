@@ -9,23 +9,19 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from deskml.api.deps import ServiceTasksDep
 from deskml.api.rerank import schemas as wire
 from deskml.api.rerank import translate as tr
-from deskml.runtime.service_tasks import ServiceTasks
 
 router = APIRouter()
 
 
-def _tasks(request: Request) -> ServiceTasks:
-    return request.app.state.service_tasks
-
-
 @router.post("/v1/rerank")
 @router.post("/api/rerank")
-async def rerank(body: wire.RerankRequest, request: Request) -> JSONResponse:
-    result = await _tasks(request).rerank(tr.to_core(body))
+async def rerank(body: wire.RerankRequest, tasks: ServiceTasksDep) -> JSONResponse:
+    result = await tasks.rerank(tr.to_core(body))
     reply = tr.to_wire(body, result, f"rerank-{uuid.uuid4().hex}")
     return JSONResponse(reply.model_dump(exclude_none=True))

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import contextlib
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from deskml.api.deps import RegistryDep, ServiceManagerDep, SettingsDep
 from deskml.core.errors import DeskmlError
 from deskml.runtime import names
 from deskml.runtime.extras import source_checkout
@@ -54,11 +55,9 @@ def kind_status(services: ServiceManager, kind: str) -> KindStatus:
 
 
 @router.get("/api/ui/config")
-async def ui_config(request: Request) -> UiConfig:
-    state = request.app.state
-    default = state.settings.default_model
+async def ui_config(settings: SettingsDep, registry: RegistryDep, services: ServiceManagerDep) -> UiConfig:
+    default = settings.default_model
     with contextlib.suppress(DeskmlError):  # a bad name is shown as set; the chat page then offers the rest
-        default = state.registry.canonical(default)
-    services: ServiceManager = state.services
+        default = registry.canonical(default)
     kinds = sorted({s.kind for s in services.specs} | {"embedding", "classify", "ocr", "detect", "asr", "tts"})
     return UiConfig(default_model=default, kinds={kind: kind_status(services, kind) for kind in kinds})

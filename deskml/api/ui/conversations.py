@@ -7,23 +7,27 @@ through `/api/chat` like any client's: these routes only keep what the UI shows.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
+from deskml.api.deps import DatabaseDep, PrincipalDep
 from deskml.api.ui import schemas as wire
-from deskml.core.principal import principal_of
 from deskml.services.conversations import Conversation, ConversationStore, owner_of
 
 router = APIRouter()
 
 
-def _store(request: Request) -> ConversationStore:
-    return ConversationStore(request.app.state.db)
+def _store(db: DatabaseDep) -> ConversationStore:
+    return ConversationStore(db)
 
 
-def _owner(request: Request) -> str:
-    return owner_of(principal_of(request.state))
+def _owner(principal: PrincipalDep) -> str:
+    return owner_of(principal)
+
+
+StoreDep = Annotated[ConversationStore, Depends(_store)]
+OwnerDep = Annotated[str, Depends(_owner)]
 
 
 def _summary(item: Conversation) -> wire.ConversationSummary:
@@ -42,26 +46,27 @@ def _messages(messages: list[wire.Message]) -> list[dict[str, Any]]:
 
 
 @router.get("/api/conversations")
-async def list_conversations(request: Request, limit: int = Query(200, ge=1, le=1000)) -> wire.ConversationList:
-    items = await asyncio.to_thread(_store(request).list, _owner(request), limit)
+async def list_conversations(store: StoreDep, owner: OwnerDep,
+                             limit: int = Query(200, ge=1, le=1000)) -> wire.ConversationList:
+    items = await asyncio.to_thread(store.list, owner, limit)
     return wire.ConversationList(conversations=[_summary(i) for i in items])
 
 
 @router.post("/api/conversations", status_code=201)
-async def create_conversation(body: wire.ConversationCreate, request: Request) -> wire.ConversationOut:
-    item = await asyncio.to_thread(_store(request).create, _owner(request), body.title.strip() or "New chat",
+async def create_conversation(body: wire.ConversationCreate, store: StoreDep, owner: OwnerDep) -> wire.ConversationOut:
+    item = await asyncio.to_thread(store.create, owner, body.title.strip() or "New chat",
                                    body.model, body.system, body.options, _messages(body.messages))
     return _full(item)
 
 
 @router.get("/api/conversations/{conversation_id}")
-async def get_conversation(conversation_id: str, request: Request) -> wire.ConversationOut:
-    return _full(await asyncio.to_thread(_store(request).get, _owner(request), conversation_id))
+async def get_conversation(conversation_id: str, store: StoreDep, owner: OwnerDep) -> wire.ConversationOut:
+    return _full(await asyncio.to_thread(store.get, owner, conversation_id))
 
 
 @router.patch("/api/conversations/{conversation_id}")
 async def update_conversation(conversation_id: str, body: wire.ConversationUpdate,
-                              request: Request) -> wire.ConversationOut:
+                              store: StoreDep, owner: OwnerDep) -> wire.ConversationOut:
     changes: dict[str, Any] = {}
     for field in body.model_fields_set:
         value = getattr(body, field)
@@ -75,11 +80,11 @@ async def update_conversation(conversation_id: str, body: wire.ConversationUpdat
                 changes["model"] = value
         else:
             changes[field] = value
-    item = await asyncio.to_thread(_store(request).update, _owner(request), conversation_id, changes)
+    item = await asyncio.to_thread(store.update, owner, conversation_id, changes)
     return _full(item)
 
 
 @router.delete("/api/conversations/{conversation_id}", status_code=204)
-async def delete_conversation(conversation_id: str, request: Request) -> Response:
-    await asyncio.to_thread(_store(request).delete, _owner(request), conversation_id)
+async def delete_conversation(conversation_id: str, store: StoreDep, owner: OwnerDep) -> Response:
+    await asyncio.to_thread(store.delete, owner, conversation_id)
     return Response(status_code=204)

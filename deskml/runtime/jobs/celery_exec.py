@@ -186,11 +186,10 @@ class WorkerRuntime:
         store = JobStore(db, settings.jobs_heartbeat_seconds)
         registry = Registry(ModelStore.for_settings(settings))
         manager = ModelManager(settings, registry)
-        inference = InferenceService(settings, registry, manager)
         services = ServiceManager(service_specs() + media_specs(settings), settings.keep_alive,
                                   gpu_services=settings.gpu_services)
         tasks = ServiceTasks(services, batch_size=settings.batch_max_size, batch_wait=settings.batch_wait_ms / 1000)
-        inference.service_tasks = tasks
+        inference = InferenceService(settings, registry, manager, service_tasks=tasks)
         manager.start()
         services.start()
         trained = TrainedModels(store, services, settings.data_dir / "trained")

@@ -21,7 +21,7 @@ class JsonBodyDefault:
     Ollama parses any body as JSON whatever its Content-Type: `curl -d '{...}'` sends
     `application/x-www-form-urlencoded`, litellm's async Ollama routes send `application/octet-stream`
     or `application/x-ndjson`. Accepting "simple" content types is safe only because the Origin check
-    (deskml/api/guard.py) refuses cross-site pages before this runs.
+    (deskml/api/middleware/guard.py) refuses cross-site pages before this runs.
     """
 
     def __init__(self, app: ASGIApp) -> None:

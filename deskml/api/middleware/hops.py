@@ -11,14 +11,15 @@ from deskml.core.hops import NODE_HEADER, VIA_HEADER, parse_via, reset_via, set_
 
 
 class NodeHops:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, node_id: str) -> None:
         self.app = app
+        self.node_id = node_id
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        node_id: str = getattr(scope["app"].state, "node_id", "") or ""
+        node_id = self.node_id
         via = parse_via(Headers(scope=scope).get(VIA_HEADER))
 
         async def send_named(message: Message) -> None:

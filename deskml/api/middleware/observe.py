@@ -3,23 +3,23 @@
 Per request it opens a `RequestRecord` (request id, dialect, method, path, client), makes it the
 current record for everything below, adds `X-Request-Id` (and `X-Deskml-Cache` when the reply was
 cacheable) to the response headers, and, once the response has been sent in full — or the client
-went away, or shutdown cut it short — hands the finished record to every sink in
-`app.state.record_sinks` (history, metrics, the access log, token accounting).
+went away, or shutdown cut it short — hands the finished record to every record sink the app built
+(history, metrics, the access log, token accounting).
 
-At shutdown (`Drain.begin`), requests still running get `grace` seconds; then they are cancelled and
-a stream that already began ends with one final error line in its own framing (NDJSON line or SSE
-event) instead of a silently cut connection, and a reply that had not begun becomes a 503.
+At shutdown (`Drain.begin`, deskml/services/drain.py), requests still running get `grace` seconds;
+then they are cancelled and a stream that already began ends with one final error line in its own
+framing (NDJSON line or SSE event) instead of a silently cut connection, and a reply that had not
+begun becomes a 503.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from starlette.routing import Match
@@ -28,10 +28,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from deskml.api.errors import dialect_for_path, error_body, send_error
 from deskml.core.context import RequestRecord, reset_record, set_record
 from deskml.core.trace import annotate
+from deskml.services.drain import Drain
+from deskml.services.records import RecordSink, run_sinks
 
 log = logging.getLogger("deskml.observe")
-
-RecordSink = Callable[[RequestRecord], "Awaitable[None] | None"]
 
 SHUTDOWN_MESSAGE = "server is shutting down; the reply was cut short, retry later"
 _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
@@ -75,74 +75,6 @@ def cache_mode_from(headers: list[tuple[bytes, bytes]]) -> str | None:
     return mode
 
 
-class Drain:
-    """Shutdown state shared by the server (which starts it) and the middleware (which obeys it)."""
-
-    def __init__(self) -> None:
-        self.draining = False
-        self.expired = False
-        self.active: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self.idle = asyncio.Event()
-        self.idle.set()
-
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-
-    def begin(self, grace: float, reason: str = "") -> None:
-        """Stop admitting requests; after `grace` seconds cancel those still running. Thread-safe (a
-        signal handler calls it), so the work happens on the loop."""
-        loop = self._loop
-        if loop is None:
-            return
-        loop.call_soon_threadsafe(self._begin, grace, reason)
-
-    def _begin(self, grace: float, reason: str = "") -> None:
-        why = f" ({reason})" if reason else ""
-        if self.draining:
-            if grace <= 0 and not self.expired:  # asked again: stop waiting
-                log.info("shutting down now%s", why)
-                self.close()
-                self._expire()
-            return
-        self.draining = True
-        if self.active:
-            log.info("shutting down%s: %d request(s) in flight get %gs to finish", why, len(self.active), grace)
-        assert self._loop is not None
-        self._timer = self._loop.call_later(max(0.0, grace), self._expire)
-
-    def _expire(self) -> None:
-        self.expired = True
-        if self.active:
-            log.warning("shutdown grace over: ending %d request(s) still running", len(self.active))
-        for task in list(self.active):
-            task.cancel()
-
-    def enter(self, task: asyncio.Task[Any]) -> None:
-        self.active.add(task)
-        self.idle.clear()
-
-    def leave(self, task: asyncio.Task[Any]) -> None:
-        self.active.discard(task)
-        if not self.active:
-            self.idle.set()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-async def run_sinks(sinks: list[RecordSink], record: RequestRecord) -> None:
-    for sink in sinks:
-        try:
-            result = sink(record)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # one broken sink must not hide the record from the others
-            log.exception("request record sink %r failed", sink)
-
-
 def _final_error_chunk(content_type: bytes, dialect: str) -> bytes | None:
     """The last piece of a cut-short stream, in the stream's own framing; None when it has none."""
     media = content_type.split(b";")[0].strip().lower()
@@ -155,8 +87,14 @@ def _final_error_chunk(content_type: bytes, dialect: str) -> bytes | None:
 
 
 class Observe:
-    def __init__(self, app: ASGIApp) -> None:
+    """`drain` and `sinks` give the app's drain and record sinks once the lifespan has built them (None
+    and nothing before)."""
+
+    def __init__(self, app: ASGIApp, drain: Callable[[], Drain | None],
+                 sinks: Callable[[], Sequence[RecordSink]]) -> None:
         self.app = app
+        self.drain = drain
+        self.sinks = sinks
         self._routes: dict[tuple[str, str], str] = {}
 
     def route_template(self, app: Any, method: str, path: str) -> str:
@@ -184,7 +122,6 @@ class Observe:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        state = scope["app"].state
         headers: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
         path = scope.get("path", "")
         client = scope.get("client")
@@ -199,7 +136,7 @@ class Observe:
         if is_ui_request(headers):
             record.extra["client_app"] = "ui"
         token = set_record(record)
-        drain: Drain | None = getattr(state, "drain", None)
+        drain = self.drain()
         started = complete = gone = False
         content_type = b""
 
@@ -249,7 +186,7 @@ class Observe:
                 record.status = 499 if gone else 500
             record.extra["route"] = self.route_template(scope["app"], record.method, path)
             reset_record(token)
-            await run_sinks(getattr(state, "record_sinks", []), record)
+            await run_sinks(self.sinks(), record)
 
     async def _refuse(self, record: RequestRecord, send: Callable[[Message], Awaitable[None]]) -> None:
         record.error = "server shutting down"

@@ -6,6 +6,8 @@ browser's preflight is answered without credentials and a 401 still carries CORS
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -61,14 +63,17 @@ def is_deskml_credential(token: str) -> bool:
 
 
 class AuthMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    """`auth` gives the app's AuthService once the lifespan has built it (None before: nothing is checked)."""
+
+    def __init__(self, app: ASGIApp, auth: Callable[[], AuthService | None]) -> None:
         self.app = app
+        self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in {"http", "websocket"}:
             await self.app(scope, receive, send)
             return
-        auth: AuthService | None = getattr(scope["app"].state, "auth", None)
+        auth = self.auth()
         if auth is None:  # the lifespan has not run (or auth is off)
             await self.app(scope, receive, send)
             return
