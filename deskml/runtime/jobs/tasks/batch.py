@@ -20,7 +20,7 @@ from typing import Any
 from deskml.core.aio import wait_event
 from deskml.core.errors import DeskmlError
 from deskml.runtime.jobs.datasets import BatchLine, parse_batch_file
-from deskml.runtime.jobs.runner import JobContext, JobFailed
+from deskml.runtime.jobs.task_context import JobContext, JobFailed
 from deskml.runtime.scheduler import PRIORITY_BATCH
 
 
