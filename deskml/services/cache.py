@@ -93,7 +93,7 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(self.prefix + key)
-        if isinstance(value, str):  # the client is made without decode_responses: never, but typed so
+        if isinstance(value, str):  # not with this client (no decode_responses): redis types get() as bytes or str
             return value.encode()
         return bytes(value) if value is not None else None
 
