@@ -14,7 +14,7 @@ def config_table() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
         if field.default_factory is not None:
-            default = "computed" if name == "num_parallel" else repr(field.default_factory())
+            default = "computed" if name == "num_parallel" else repr(field.get_default(call_default_factory=True))
         else:
             default = str(field.default)
         rows.append(f"| `DESKML_{name.upper()}` | `{default}` | {field.description} |")

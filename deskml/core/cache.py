@@ -7,7 +7,7 @@ is deterministic, answers from storage, or records the fresh stream as it passes
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -24,8 +24,8 @@ class ResponseCache(Protocol):
         identity: dict[str, Any],
         request: BaseModel,
         sampling: SamplingOptions,
-        produce: Callable[[], AsyncIterator[Event]],
-    ) -> AsyncIterator[Event]:
+        produce: Callable[[], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
         """The reply's events: replayed from the cache, or `produce()`'s events (recorded on the way)."""
         ...
 

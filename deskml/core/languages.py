@@ -17,7 +17,7 @@ _TABLE = (
     "bo tibetan|tl tagalog|mg malagasy|as assamese|tt tatar|haw hawaiian|ln lingala|ha hausa|ba bashkir|"
     "jw javanese|su sundanese|yue cantonese"
 )
-LANGUAGES: dict[str, str] = dict(item.split(" ", 1) for item in _TABLE.split("|"))  # type: ignore[misc]
+LANGUAGES: dict[str, str] = dict(item.split(" ", 1) for item in _TABLE.split("|"))
 _BY_NAME = {name: code for code, name in LANGUAGES.items()}
 
 

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ class MediaService:
 
     # plumbing ----------------------------------------------------------------------------------
     async def _events(self, spec: ServiceSpec, work: Callable[[threading.Event, Callable[[Any], None]], None],
-                      ) -> AsyncIterator[Any]:
+                      ) -> AsyncGenerator[Any, None]:
         """Run `work(cancel, emit)` in a worker thread and yield what it emits, in order."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[Any, BaseException | None]] = asyncio.Queue()
@@ -73,7 +73,7 @@ class MediaService:
                     return self.services.get_spec(spec.name, "asr")
         return self.services.get_spec(name, "asr")
 
-    async def transcribe(self, req: m.TranscribeRequest) -> AsyncIterator[m.TranscriptEvent]:
+    async def transcribe(self, req: m.TranscribeRequest) -> AsyncGenerator[m.TranscriptEvent, None]:
         started = time.perf_counter_ns()
         spec = self.asr_spec(req.model, req.task)
         engine, load_ns = await self.services.engine(spec)
@@ -146,7 +146,7 @@ class MediaService:
                 f"and restart{engine}")
         return self.services.get_spec(name, "image")
 
-    async def generate_image(self, req: m.ImageRequest) -> AsyncIterator[m.ImageEvent]:
+    async def generate_image(self, req: m.ImageRequest) -> AsyncGenerator[m.ImageEvent, None]:
         started = time.perf_counter_ns()
         if not 1 <= req.n <= 10:
             raise BadRequest(f"n must be between 1 and 10, got {req.n}", param="n")

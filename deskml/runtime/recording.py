@@ -8,7 +8,7 @@ Images are noted by size, never copied.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -56,7 +56,8 @@ def note_input(request: ChatRequest | GenerateRequest | EmbedRequest) -> None:
         record.input = request_input(request)
 
 
-async def recorded(request: ChatRequest | GenerateRequest, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def recorded(request: ChatRequest | GenerateRequest,
+                   events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
     """Pass `events` through, noting input at the start and output at the end (also when cut short)."""
     record = current_record()
     if record is None:

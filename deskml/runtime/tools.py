@@ -28,7 +28,7 @@ from __future__ import annotations
 import json
 import secrets
 import string
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -289,7 +289,8 @@ class ConstrainedReply:
         return done
 
 
-async def constrained_events(tool_plan: ToolPlan, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+async def constrained_events(tool_plan: ToolPlan,
+                             events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
     """The engine's events for `tool_plan`: parsed into calls or answer text when constrained."""
     async with aclosing(events) as stream:
         if tool_plan.mode != "constrained":

@@ -16,7 +16,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any, Protocol
 
 from pydantic import BaseModel, TypeAdapter
@@ -93,6 +93,8 @@ class RedisStore:
 
     async def get(self, key: str) -> bytes | None:
         value = await self.client.get(self.prefix + key)
+        if isinstance(value, str):  # not with this client (no decode_responses): redis types get() as bytes or str
+            return value.encode()
         return bytes(value) if value is not None else None
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
@@ -131,8 +133,8 @@ class ResponseCacheService:
 
     async def stream(
         self, kind: CacheKind, identity: dict[str, Any], request: BaseModel, sampling: SamplingOptions,
-        produce: Callable[[], AsyncIterator[Event]],
-    ) -> AsyncIterator[Event]:
+        produce: Callable[[], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
         record = current_record()
         mode = record.extra.get("cache_mode") if record is not None else None
         if mode == "off" or not is_deterministic(sampling):
@@ -162,7 +164,7 @@ class ResponseCacheService:
         if finished:
             await self._put(key, _EVENTS.dump_json(seen))
 
-    async def _replay(self, stored: list[Event]) -> AsyncIterator[Event]:
+    async def _replay(self, stored: list[Event]) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
         record = current_record()
         for event in stored:

@@ -7,6 +7,7 @@ only the list needs the cheap columns (title, model, times, message count).
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from deskml.core.errors import NotFound, PayloadTooLarge
 from deskml.core.principal import Principal
@@ -88,7 +89,7 @@ class ConversationStore:
             return [_out(row, False) for row in session.scalars(query)]
 
     def create(self, owner: str, title: str, model: str, system: str | None, options: dict[str, Any] | None,
-               messages: list[dict[str, Any]]) -> Conversation:
+               messages: builtins.list[dict[str, Any]]) -> Conversation:
         now = utcnow()
         row = ConversationRow(id=uuid.uuid4().hex, owner=owner, title=title, model=model, system=system,
                               options=options, messages=_encode(messages), message_count=len(messages),
@@ -121,7 +122,7 @@ class ConversationStore:
             session.delete(self._row(session, owner, conversation_id))
 
     @staticmethod
-    def _row(session: Any, owner: str, conversation_id: str) -> ConversationRow:
+    def _row(session: Session, owner: str, conversation_id: str) -> ConversationRow:
         row = session.get(ConversationRow, conversation_id)
         # Someone else's conversation is "not found": its existence is nobody else's business.
         if row is None or row.owner != owner:

@@ -105,7 +105,8 @@ class _Exec:
             self.walk(n.else_, dot)
 
     def slot(self, name: str) -> list[Any]:
-        for slot in reversed(self.vars):
+        # a slice, not reversed(): mypy's reversed() overloads turn a list of Any-holding lists into Any
+        for slot in self.vars[::-1]:
             if slot[0] == name:
                 return slot
         raise Fail(f"undefined variable: {name}")

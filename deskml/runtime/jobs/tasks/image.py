@@ -11,8 +11,8 @@ import numpy as np
 from deskml.core.errors import BadRequest
 from deskml.engines.trained import head_bytes
 from deskml.runtime.jobs.datasets import iter_images
-from deskml.runtime.jobs.runner import JobContext, JobFailed
 from deskml.runtime.jobs.serving import IMAGE_KIND, image_features
+from deskml.runtime.jobs.task_context import JobContext, JobFailed
 from deskml.runtime.jobs.tasks.training import TrainConfig, fit_and_evaluate, split
 
 FEATURE_CHUNK = 8  # pictures decoded and run per step (one micro-batch of the backbone)

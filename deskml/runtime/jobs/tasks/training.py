@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from deskml.runtime.jobs.runner import JobFailed
+from deskml.runtime.jobs.task_context import JobFailed
 
 
 @dataclass
