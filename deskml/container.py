@@ -27,7 +27,7 @@ from deskml.runtime.registry import Registry
 from deskml.runtime.router import Router
 from deskml.runtime.routing import start_router
 from deskml.runtime.service_catalog import service_specs
-from deskml.runtime.service_models import user_detector_specs
+from deskml.runtime.service_models import user_detector_specs, weight_bytes
 from deskml.runtime.service_tasks import ServiceTasks
 from deskml.runtime.services import ServiceManager
 from deskml.runtime.store import ModelStore
@@ -179,7 +179,7 @@ async def build_services(settings: Settings, node_id: str,
             stack.push_async_callback(close_history, history)
 
         # observability: every finished request record goes to metrics, the access log and the history
-        metrics = Metrics(manager, service_manager, history, drain) if settings.metrics else None
+        metrics = Metrics(manager, service_manager, history, drain, weight_bytes) if settings.metrics else None
         record_sinks: list[RecordSink] = []
         if metrics is not None:
             record_sinks.append(metrics.observe)

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from deskml.engines import devices
-from deskml.services import doctor_gpu
-from deskml.services.doctor import Check
+from deskml.runtime.doctor import Check
+from deskml.runtime.doctor import gpu as doctor_gpu
 from tests.conftest import make_settings
 
 SMI_LIST = "GPU 0: NVIDIA GeForce RTX 4090 (UUID: GPU-1234)\n"

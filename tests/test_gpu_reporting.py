@@ -100,6 +100,7 @@ def test_cli_processor_column() -> None:
 
 
 def test_metrics_gauge_for_a_service_model_on_a_gpu(tmp_path: Path) -> None:
+    from deskml.runtime.service_models import weight_bytes
     from deskml.services.metrics import _LiveState
 
     weights = tmp_path / "model.onnx"
@@ -110,7 +111,7 @@ def test_metrics_gauge_for_a_service_model_on_a_gpu(tmp_path: Path) -> None:
                                    engine=types.SimpleNamespace(device="cpu"), active=0)
     models = types.SimpleNamespace(loaded=lambda: [])
     services = types.SimpleNamespace(loaded=lambda: [on_gpu, on_cpu])
-    collector = _LiveState(models, services, history=None, drain=None)
+    collector = _LiveState(models, services, history=None, drain=None, weight_bytes=weight_bytes)
     family = next(m for m in collector.collect() if m.name == "deskml_model_device_memory_bytes")
     assert [(s.labels, s.value) for s in family.samples] == [
         ({"model": "yolo", "kind": "detect", "device": "cuda"}, 1000.0)]

@@ -102,7 +102,7 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check why a phone could not reach this server, with the fix for each problem. Exits 1 if one would."""
-    from deskml.services.doctor import diagnose
+    from deskml.runtime.doctor import diagnose
 
     report = asyncio.run(diagnose(_settings(host, port)))
     if as_json:

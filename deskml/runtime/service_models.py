@@ -139,6 +139,14 @@ def weight_files(spec: ServiceSpec) -> list[Path]:
     return [base / rel for rel in spec.options.get("weights", []) if (base / rel).is_file()]
 
 
+def weight_bytes(spec: ServiceSpec) -> int:
+    """The size of a service model's weight files, for the VRAM gauge (0 when they cannot be read)."""
+    try:
+        return sum(f.stat().st_size for f in weight_files(spec))
+    except OSError:
+        return 0
+
+
 def service_model_cards(services: ServiceManager) -> list[ServiceModelCard]:
     """Every installed service model (its extra and weights present), for /api/tags and /v1/models."""
     loaded = {item.spec.name for item in services.loaded()}

@@ -3,7 +3,7 @@ records, plus gauges read from the live state (loaded models, slots, queues) at 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,11 +26,19 @@ class Loaded(Protocol):
     def loaded(self) -> Sequence[Any]: ...
 
 
+WeightBytes = Callable[[Any], int]  # a service model's spec -> the bytes of its weight files (0 if unknown)
+
+
+def _no_weights(_spec: Any) -> int:
+    return 0
+
+
 class Metrics:
     """The app's metrics. `observe` is a record sink; the collector reads the loaded models, the
     history writer and the drain when scraped."""
 
-    def __init__(self, models: Loaded, services: Loaded, history: HistoryWriter | None, drain: Drain) -> None:
+    def __init__(self, models: Loaded, services: Loaded, history: HistoryWriter | None, drain: Drain,
+                 weight_bytes: WeightBytes = _no_weights) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             f"{PREFIX}_requests", "HTTP requests finished, by route, dialect, model and status.",
@@ -64,7 +72,7 @@ class Metrics:
             f"{PREFIX}_rate_limited", "Requests refused with 429, by the limit that was reached.", ["limit"],
             registry=self.registry,
         )
-        self.registry.register(_LiveState(models, services, history, drain))
+        self.registry.register(_LiveState(models, services, history, drain, weight_bytes))
         for result in ("hit", "miss"):
             self.cache.labels(result)  # present from the start, so rate() works on the first scrape
 
@@ -94,23 +102,16 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def _weights_size(spec: Any) -> int:
-    from deskml.runtime.service_models import weight_files
-
-    try:
-        return sum(f.stat().st_size for f in weight_files(spec))
-    except OSError:
-        return 0
-
-
 class _LiveState(Collector):
     """Gauges that are facts about now: loaded models, their memory, slots, queues, history drops."""
 
-    def __init__(self, models: Loaded, services: Loaded, history: HistoryWriter | None, drain: Drain | None) -> None:
+    def __init__(self, models: Loaded, services: Loaded, history: HistoryWriter | None, drain: Drain | None,
+                 weight_bytes: WeightBytes = _no_weights) -> None:
         self.models = models
         self.services = services
         self.history = history
         self.drain = drain
+        self.weight_bytes = weight_bytes
 
     def describe(self) -> list[Metric]:
         return []  # collected fresh at every scrape; nothing to pre-describe
@@ -147,7 +148,7 @@ class _LiveState(Collector):
             running.add_metric([item.spec.name, str(item.spec.kind)], getattr(item, "active", 0))
             device = str(getattr(getattr(item, "engine", None), "device", "cpu"))
             if device != "cpu":  # its weights live on the device: their size is the estimate
-                vram.add_metric([item.spec.name, str(item.spec.kind), device], _weights_size(item.spec))
+                vram.add_metric([item.spec.name, str(item.spec.kind), device], self.weight_bytes(item.spec))
         loaded.add_metric([], len(models) + len(others))
         yield from (loaded, memory, running, queued, slots, vram)
         history = self.history

@@ -130,7 +130,7 @@ def test_doctor_lan_bind_without_key_and_certificate_names(tmp_path: Path) -> No
 @pytest.mark.parametrize("names", [["203.0.113.9"]])
 def test_doctor_certificate_missing_a_lan_address(tmp_path: Path, names: list[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from deskml.services import doctor
+    from deskml.runtime import doctor
 
     certs = make_selfsigned(tmp_path / "tls")
     monkeypatch.setattr(doctor, "lan_addresses", lambda: names)

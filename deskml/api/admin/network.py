@@ -11,9 +11,9 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from deskml.api.deps import AuthDep, DatabaseDep, ServicesDep, SettingsDep
+from deskml.runtime.doctor import Report, Serving, diagnose
 from deskml.services import pairing
 from deskml.services.auth import CredentialStore, parse_scopes
-from deskml.services.doctor import Report, Serving, diagnose
 
 router = APIRouter()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deskml.engines import devices
-from deskml.services.doctor import Check
+from deskml.runtime.doctor.check import Check
 from deskml.settings import Settings
 
 XLLAMACPP_INDEX = "https://xorbitsai.github.io/xllamacpp/whl"

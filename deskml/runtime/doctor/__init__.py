@@ -15,12 +15,13 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from pydantic import BaseModel
 
 from deskml.core.errors import DeskmlError
+from deskml.runtime.doctor.check import Check, Status
 from deskml.services.netinfo import can_connect, is_loopback, lan_addresses, port_in_use, port_owner
 from deskml.settings import Settings
 
@@ -30,7 +31,6 @@ if TYPE_CHECKING:  # the CLI's doctor runs without a server: these load only whe
     from deskml.services.db import Database
     from deskml.services.history import HistoryWriter
 
-Status = Literal["ok", "info", "warn", "fail"]
 
 
 @dataclass(frozen=True)
@@ -41,14 +41,6 @@ class Serving:
     history: HistoryWriter | None
     router: Router | None
     db: Database
-
-
-class Check(BaseModel):
-    name: str
-    status: Status
-    message: str
-    fix: str | None = None
-    blocking: bool = False  # a failure here stops a phone from connecting
 
 
 class Report(BaseModel):
@@ -275,7 +267,7 @@ def check_disk(settings: Settings) -> Check:
 
 
 def check_gpu(settings: Settings) -> list[Check]:
-    from deskml.services.doctor_gpu import gpu_checks  # it imports Check from here
+    from deskml.runtime.doctor.gpu import gpu_checks
 
     return gpu_checks(settings, _run)
 
