@@ -39,7 +39,7 @@ from deskml.api.ui.conversations import router as conversations_router
 from deskml.api.ui.static import UI_PREFIX, ui_files
 from deskml.api.ui.static import router as ui_router
 from deskml.container import Services, ServicesRef, build_services
-from deskml.runtime.routing import node_id_for
+from deskml.runtime.upstream.setup import node_id_for
 from deskml.settings import Settings
 
 

@@ -20,17 +20,17 @@ from deskml.runtime.jobs.runner import BatchHandler
 from deskml.runtime.jobs.service import JobService
 from deskml.runtime.jobs.setup import start_jobs
 from deskml.runtime.lifecycle import ModelManager
-from deskml.runtime.local_models import LocalModels
 from deskml.runtime.media import MediaService
 from deskml.runtime.media_catalog import media_specs
 from deskml.runtime.registry import Registry
-from deskml.runtime.router import Router
-from deskml.runtime.routing import start_router
 from deskml.runtime.service_catalog import service_specs
 from deskml.runtime.service_models import user_detector_specs, weight_bytes
 from deskml.runtime.service_tasks import ServiceTasks
 from deskml.runtime.services import ServiceManager
 from deskml.runtime.store import ModelStore
+from deskml.runtime.upstream.local import LocalModels
+from deskml.runtime.upstream.router import UpstreamRouter
+from deskml.runtime.upstream.setup import start_router
 from deskml.services.auth import AuthService
 from deskml.services.cache import MemoryStore, RedisStore, ResponseCacheService
 from deskml.services.datalayer import close_history, open_auth, open_database, start_history
@@ -74,7 +74,7 @@ class Services:
     metrics: Metrics | None  # None with DESKML_METRICS=false
     record_sinks: list[RecordSink]  # what every finished request record is handed to
     # serving
-    router: Router | None  # None without DESKML_UPSTREAMS_FILE
+    router: UpstreamRouter | None  # None without DESKML_UPSTREAMS_FILE
     inference: InferenceService
     advertiser: Advertiser | None  # None when the server is not advertised on mDNS
     jobs: JobService

@@ -17,8 +17,8 @@ from deskml.api.deps import services_ref
 from deskml.app import create_app
 from deskml.container import Services
 from deskml.core.errors import BadRequest
-from deskml.runtime.routing import router_summary
-from deskml.runtime.upstreams import load_config
+from deskml.runtime.upstream.config import load_config
+from deskml.runtime.upstream.setup import router_summary
 from deskml.services.auth import InsecureBind
 from deskml.services.datalayer import preflight, summary
 from deskml.services.db import DatabaseError

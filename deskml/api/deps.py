@@ -19,9 +19,9 @@ from deskml.runtime.jobs.service import JobService
 from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.media import MediaService
 from deskml.runtime.registry import Registry
-from deskml.runtime.router import Router
 from deskml.runtime.service_tasks import ServiceTasks
 from deskml.runtime.services import ServiceManager
+from deskml.runtime.upstream.router import UpstreamRouter
 from deskml.services.auth import AuthService
 from deskml.services.db import Database
 from deskml.services.history import HistoryWriter
@@ -101,7 +101,7 @@ def history(request: Request) -> HistoryWriter | None:
     return services(request).history
 
 
-def upstream_router(request: Request) -> Router | None:
+def upstream_router(request: Request) -> UpstreamRouter | None:
     return services(request).router
 
 
@@ -131,7 +131,7 @@ JobsDep = Annotated[JobService, Depends(jobs)]
 DatabaseDep = Annotated[Database, Depends(database)]
 AuthDep = Annotated[AuthService | None, Depends(auth)]
 HistoryDep = Annotated[HistoryWriter | None, Depends(history)]
-RouterDep = Annotated[Router | None, Depends(upstream_router)]
+UpstreamRouterDep = Annotated[UpstreamRouter | None, Depends(upstream_router)]
 MetricsDep = Annotated[Metrics | None, Depends(metrics)]
 UploadLimitDep = Annotated[int, Depends(upload_limit)]
 PrincipalDep = Annotated[Principal, Depends(principal)]

@@ -34,13 +34,13 @@ from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_bod
 from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
-from deskml.runtime.local_models import LocalModels
 from deskml.runtime.modelfile import PARAMETER_TYPES
 from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
-from deskml.runtime.router import RoutedModel, Router
 from deskml.runtime.scheduler import PRIORITY_LIVE
 from deskml.runtime.service_tasks import ServiceTasks
+from deskml.runtime.upstream.local import LocalModels
+from deskml.runtime.upstream.router import RoutedModel, UpstreamRouter
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.runtime")
@@ -104,7 +104,7 @@ def gpu_options(options: dict[str, Any] | None) -> dict[str, int | None]:
 class InferenceService:
     def __init__(
         self, settings: Settings, registry: Registry, manager: ModelManager, cache: ResponseCache | None = None,
-        *, service_tasks: ServiceTasks | None = None, router: Router | None = None,
+        *, service_tasks: ServiceTasks | None = None, router: UpstreamRouter | None = None,
     ) -> None:
         """`cache`: the response cache (services/cache.py); None = every reply is fresh. `service_tasks`:
         embedding models that are service models (all-minilm, ...), not GGUFs. `router`: picks local or

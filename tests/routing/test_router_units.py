@@ -22,9 +22,9 @@ from deskml.core.types import (
     ToolCallDelta,
 )
 from deskml.engines import remote_wire as wire
-from deskml.runtime.breaker import Breaker
-from deskml.runtime.router import Router, Target, task_types
-from deskml.runtime.upstreams import RoutingConfig, load_config
+from deskml.runtime.upstream.breaker import Breaker
+from deskml.runtime.upstream.config import RoutingConfig, load_config
+from deskml.runtime.upstream.router import Target, UpstreamRouter, task_types
 
 
 class Clock:
@@ -85,11 +85,11 @@ def test_yaml_file_and_clear_errors(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.toml")
 
 
-def _router(tmp_path: Path, text: str, local: set[str]) -> Router:
-    router = Router(_config(text, tmp_path), "me", lambda name, _task: name.split(":")[0] in local)
+def _router(tmp_path: Path, text: str, local: set[str]) -> UpstreamRouter:
+    router = UpstreamRouter(_config(text, tmp_path), "me", lambda name, _task: name.split(":")[0] in local)
     for upstream in router.upstreams.values():  # as a health check would have filled them
         from deskml.engines.remote import RemoteModel
-        from deskml.runtime.upstreams import model_key
+        from deskml.runtime.upstream.config import model_key
 
         for name in upstream.config.models:
             shown = upstream.config.prefix + name

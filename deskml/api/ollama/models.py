@@ -10,8 +10,8 @@ from deskml.core.errors import BadRequest
 from deskml.runtime import modelfile
 from deskml.runtime.create import CreateSpec, create
 from deskml.runtime.registry import Registry
-from deskml.runtime.router import RoutedModel
 from deskml.runtime.service_models import KIND_CAPABILITIES, ServiceModelCard
+from deskml.runtime.upstream.router import RoutedModel
 
 
 def create_spec(body: wire.CreateRequest) -> CreateSpec:

@@ -32,7 +32,7 @@ from deskml.runtime import names
 from deskml.runtime.kinds import pull_check
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_models import service_model_cards
-from deskml.runtime.upstreams import model_key
+from deskml.runtime.upstream.config import model_key
 from deskml.settings import Settings
 
 # The Ollama version deskml's API matches; clients gate features on it.

@@ -27,7 +27,7 @@ from deskml.settings import Settings
 
 if TYPE_CHECKING:  # the CLI's doctor runs without a server: these load only where one is serving
     from deskml.runtime.registry import Registry
-    from deskml.runtime.router import Router
+    from deskml.runtime.upstream.router import UpstreamRouter
     from deskml.services.db import Database
     from deskml.services.history import HistoryWriter
 
@@ -39,7 +39,7 @@ class Serving:
 
     registry: Registry
     history: HistoryWriter | None
-    router: Router | None
+    router: UpstreamRouter | None
     db: Database
 
 
@@ -322,15 +322,15 @@ async def check_upstreams(settings: Settings, serving: Serving | None) -> list[C
     if router is not None:
         items = router.status()[1:]
     else:
-        from deskml.runtime.router import Router
-        from deskml.runtime.upstreams import load_config
+        from deskml.runtime.upstream.config import load_config
+        from deskml.runtime.upstream.router import UpstreamRouter
 
         try:
             config = load_config(settings.upstreams_file)
         except DeskmlError as exc:
             return [Check(name="upstreams", status="fail", message=exc.message,
                           fix=f"fix {settings.upstreams_file} (format: docs/routing.md)")]
-        probe = Router(config, "doctor", lambda _name, _task: False)
+        probe = UpstreamRouter(config, "doctor", lambda _name, _task: False)
         try:
             await probe.refresh()
             items = probe.status()[1:]

@@ -43,9 +43,9 @@ from deskml.core.trace import HEALTH_CHECK_HEADER, upstream_headers
 from deskml.core.types import ChatRequest, Done, EmbedRequest, EmbedResult, Event, GenerateRequest
 from deskml.engines.remote import RemoteEngine, RemoteModel
 from deskml.runtime import names
-from deskml.runtime.breaker import Breaker
-from deskml.runtime.router_metrics import RouterMetrics
-from deskml.runtime.upstreams import RoutingConfig, UpstreamConfig, model_key
+from deskml.runtime.upstream.breaker import Breaker
+from deskml.runtime.upstream.config import RoutingConfig, UpstreamConfig, model_key
+from deskml.runtime.upstream.metrics import RouterMetrics
 
 log = logging.getLogger("deskml.router")
 
@@ -117,7 +117,7 @@ def prompt_chars(request: Request) -> int:
     return sum(len(text) for text in request.inputs)
 
 
-class Router:
+class UpstreamRouter:
     def __init__(
         self, config: RoutingConfig, node_id: str, has_local: Callable[[str, Task], bool],
         registry: CollectorRegistry | None = None, canonical: Callable[[str], str] | None = None,

@@ -8,9 +8,9 @@ import socket
 from prometheus_client import CollectorRegistry
 
 from deskml.core.errors import BadRequest
-from deskml.runtime.local_models import LocalModels
-from deskml.runtime.router import Router
-from deskml.runtime.upstreams import load_config
+from deskml.runtime.upstream.config import load_config
+from deskml.runtime.upstream.local import LocalModels
+from deskml.runtime.upstream.router import UpstreamRouter
 from deskml.settings import Settings
 
 
@@ -19,8 +19,8 @@ def node_id_for(settings: Settings) -> str:
 
 
 async def start_router(settings: Settings, node_id: str, local: LocalModels,
-                       metrics: CollectorRegistry | None = None) -> Router | None:
-    """The started router (None without DESKML_UPSTREAMS_FILE); close it with `Router.close`.
+                       metrics: CollectorRegistry | None = None) -> UpstreamRouter | None:
+    """The started router (None without DESKML_UPSTREAMS_FILE); close it with `UpstreamRouter.close`.
 
     Raises BadRequest when the file is unreadable or invalid: the message names the file and the problem."""
     if settings.upstreams_file is None:
@@ -29,12 +29,12 @@ async def start_router(settings: Settings, node_id: str, local: LocalModels,
                              "forwards needs upstreams to forward to (docs/routing.md)")
         return None
     config = load_config(settings.upstreams_file)
-    router = Router(config, node_id, local.serves, registry=metrics, canonical=local.canonical)
+    router = UpstreamRouter(config, node_id, local.serves, registry=metrics, canonical=local.canonical)
     await router.start()
     return router
 
 
-def router_summary(router: Router | None, settings: Settings) -> list[str]:
+def router_summary(router: UpstreamRouter | None, settings: Settings) -> list[str]:
     if router is None:
         return []
     only = ", forward only (no local models)" if settings.forward_only else ""
