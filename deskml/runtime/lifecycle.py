@@ -56,6 +56,16 @@ class LoadedModel:
         return int(self.size_bytes * self.gpu.fraction)
 
     @property
+    def processor(self) -> str:
+        """Ollama's PROCESSOR cell: "100% CPU", "100% GPU" or the split."""
+        return devices.processor(self.gpu.fraction)
+
+    @property
+    def device(self) -> str:
+        """The first device holding layers ("cpu" when none is offloaded)."""
+        return self.gpu.devices[0].name if self.gpu.n_gpu_layers > 0 and self.gpu.devices else "cpu"
+
+    @property
     def name(self) -> str:
         return self.entry.name
 

@@ -27,7 +27,6 @@ from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_res
 from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound
 from deskml.core.principal import SCOPE_ADMIN
-from deskml.engines.devices import processor
 from deskml.runtime import names
 from deskml.runtime.kinds import pull_check
 from deskml.runtime.registry import Registry
@@ -216,8 +215,7 @@ async def ps(registry: RegistryDep, manager: ManagerDep, services: ServiceManage
             name=entry.name, model=entry.name, size=loaded.size_bytes, digest=tr.short_digest(entry.digest),
             details=tr.details(_safe_info(registry, entry), entry.manifest.parent),
             expires_at=tr.timestamp(loaded.expires_datetime()), size_vram=loaded.size_vram,
-            context_length=loaded.num_ctx, processor=processor(loaded.gpu.fraction),
-            device=loaded.gpu.devices[0].name if loaded.gpu.n_gpu_layers > 0 and loaded.gpu.devices else "cpu",
+            context_length=loaded.num_ctx, processor=loaded.processor, device=loaded.device,
             slots=loaded.scheduler.slots, running=loaded.scheduler.running, queued=loaded.scheduler.queued,
             # a chat model's second instance, loaded for /api/embed: its own memory and keep_alive
             kind="embedding" if loaded.kind == "embed" else "llm",
