@@ -32,6 +32,7 @@ from deskml.api.ui.config import router as ui_config_router
 from deskml.api.ui.conversations import router as conversations_router
 from deskml.api.ui.static import UI_PREFIX, ui_files
 from deskml.api.ui.static import router as ui_router
+from deskml.engines.contract import EngineLoader
 from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.jobs.setup import start_jobs, stop_jobs
@@ -58,7 +59,9 @@ from deskml.settings import Settings
 log = logging.getLogger("deskml")
 
 
-def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], None] | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], None] | None = None, *,
+               engine_loader: EngineLoader | None = None) -> FastAPI:
+    """The app; `engine_loader` replaces llama.cpp for language models (tests: `tests/fake_engine.py`)."""
     settings = settings or Settings()
 
     @asynccontextmanager
@@ -70,7 +73,7 @@ def create_app(settings: Settings | None = None, on_ready: Callable[[FastAPI], N
         if freed:
             log.info("deleted %d bytes of unfinished uploads left by an earlier run", freed)
         registry = Registry(store)
-        manager = ModelManager(settings, registry)
+        manager = ModelManager(settings, registry, loader=engine_loader)
         app.state.settings = settings
         app.state.registry = registry
         app.state.hub = Hub(settings, registry)

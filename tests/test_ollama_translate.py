@@ -14,7 +14,8 @@ from deskml.api.ollama import translate as tr
 from deskml.core import types as core
 from deskml.core.durations import parse_duration, parse_keep_alive
 from deskml.core.errors import BadRequest, Busy
-from deskml.engines.llama_cpp import ChunkTranslator, sampling_body
+from deskml.engines.llama_cpp import sampling_body
+from deskml.engines.openai_wire import ChunkTranslator
 from deskml.runtime import modelfile, names
 from deskml.runtime.gguf import read_gguf
 from deskml.runtime.scheduler import PRIORITY_BATCH, SlotScheduler
