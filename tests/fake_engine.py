@@ -6,8 +6,9 @@ nothing is loaded. By default a reply echoes the last user message (or the promp
 event per word, so tests can predict every event:
 
 - `num_predict` cuts the reply to that many words (`Done.reason` "length");
-- a response format makes the reply JSON (`{"echo": ...}`, or a constrained tool call when the format
-  is deskml's tool-call schema);
+- a response format makes the reply JSON (`{"echo": ...}`); under deskml's constrained tool-call schema
+  it calls the first tool (tool_choice required or a function), or with `auto` a tool whose name the
+  echoed text contains, else answers `{"content": ...}`;
 - tools offered natively make the reply a call of the first tool with `{}`;
 - `token_delay` spaces the events, `gate` (an asyncio.Event) holds the reply before its first event;
   `active` counts the streams running, so a test sees a cancelled stream end.
