@@ -39,19 +39,22 @@ from deskml.api.ui.conversations import router as conversations_router
 from deskml.api.ui.static import UI_PREFIX, ui_files
 from deskml.api.ui.static import router as ui_router
 from deskml.container import Services, ServicesRef, build_services
+from deskml.engines.contract import EngineLoader
 from deskml.runtime.upstream.setup import node_id_for
 from deskml.settings import Settings
 
 
-def create_app(settings: Settings | None = None, on_ready: Callable[[Services], None] | None = None) -> FastAPI:
-    """The app; `on_ready` is called with its services once the lifespan has built them."""
+def create_app(settings: Settings | None = None, on_ready: Callable[[Services], None] | None = None, *,
+               engine_loader: EngineLoader | None = None) -> FastAPI:
+    """The app; `on_ready` is called with its services once the lifespan has built them; `engine_loader`
+    replaces llama.cpp for language models (tests: `tests/fake_engine.py`)."""
     settings = settings or Settings()
     node_id = node_id_for(settings)
     ref = ServicesRef()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with build_services(settings, node_id, batch_handlers()) as services:
+        async with build_services(settings, node_id, batch_handlers(), engine_loader=engine_loader) as services:
             # Kept after shutdown too: a request the drain cut short still hands its record to the sinks.
             ref.set(services)
             if on_ready is not None:

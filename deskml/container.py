@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from deskml.engines.contract import EngineLoader
 from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.jobs.runner import BatchHandler
@@ -129,8 +130,8 @@ def _service_manager(settings: Settings) -> ServiceManager:
 
 
 @asynccontextmanager
-async def build_services(settings: Settings, node_id: str,
-                         batch_handlers: dict[str, BatchHandler]) -> AsyncIterator[Services]:
+async def build_services(settings: Settings, node_id: str, batch_handlers: dict[str, BatchHandler], *,
+                         engine_loader: EngineLoader | None = None) -> AsyncIterator[Services]:
     """Build every long-lived object, yield them, then close them in the reverse order: jobs stop first
     (running ones go back to the queue), the history writes what it buffers, models unload last.
 
@@ -157,7 +158,7 @@ async def build_services(settings: Settings, node_id: str,
             log.info("deleted %d bytes of unfinished uploads left by an earlier run", freed)
         registry = Registry(store)
         hub = Hub(settings, registry)
-        manager = ModelManager(settings, registry)
+        manager = ModelManager(settings, registry, loader=engine_loader)
         manager.start()
         stack.push_async_callback(manager.close)
         service_manager = _service_manager(settings)

@@ -19,8 +19,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deskml.engines import devices
+from deskml.engines.contract import LoadConfig
 from deskml.engines.devices import CPU_PLAN, GpuPlan
-from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
+from deskml.engines.llama_cpp import LlamaCppModel
 from deskml.runtime.gguf import read_gguf
 from deskml.runtime.lifecycle import estimate_bytes
 
@@ -30,7 +31,7 @@ PROMPT = "The quick brown fox jumps over the lazy dog. Once upon a time"
 async def _one(engine: LlamaCppModel, tokens: int) -> tuple[str, int]:
     text, count = "", 0
     body = {"prompt": PROMPT, "max_tokens": tokens, "temperature": 0, "ignore_eos": True, "seed": 1}
-    async for chunk in engine.stream("completion", body):
+    async for chunk in engine.stream_raw("completion", body):
         for choice in chunk.get("choices") or []:
             text += choice.get("text") or ""
         count = int((chunk.get("timings") or {}).get("predicted_n", count))
@@ -38,7 +39,7 @@ async def _one(engine: LlamaCppModel, tokens: int) -> tuple[str, int]:
 
 
 def run(path: Path, plan: GpuPlan, streams: int, tokens: int, ctx: int) -> dict[str, Any]:
-    engine = LlamaCppModel(LlamaLoadConfig(path=path, num_ctx=ctx, num_parallel=streams, gpu=plan))
+    engine = LlamaCppModel(LoadConfig(path=path, num_ctx=ctx, num_parallel=streams, gpu=plan))
     engine.load()
     try:
         async def all_streams() -> list[tuple[str, int]]:

@@ -13,8 +13,9 @@ import pytest
 from pydantic import ValidationError
 
 from deskml.core.errors import EngineError, ModelLoadError
-from deskml.engines import devices, llama_cpp
+from deskml.engines import devices
 from deskml.engines.devices import CPU_PLAN, Device, GpuPlan
+from deskml.engines.llama_cpp import engine as llama_cpp
 from deskml.runtime.lifecycle import ModelManager
 from deskml.runtime.registry import Registry
 from deskml.runtime.store import ModelStore
@@ -253,7 +254,7 @@ def test_modelfile_parameters_and_request_options_pick_the_gpu_request() -> None
 
 def test_gpu_options_are_checked() -> None:
     from deskml.core.errors import BadRequest
-    from deskml.runtime.inference import gpu_options
+    from deskml.core.options import gpu_options
 
     assert gpu_options({"num_gpu": 20, "main_gpu": 1, "temperature": 0}) == {"num_gpu": 20, "main_gpu": 1}
     assert gpu_options(None) == {"num_gpu": None, "main_gpu": None}

@@ -14,8 +14,10 @@ from fastapi.testclient import TestClient
 from deskml.api.ollama import translate as tr
 from deskml.app import create_app
 from deskml.cli.main import processor_cell
-from deskml.engines import devices, llama_cpp
-from deskml.runtime.services import ServiceManager, ServiceSpec
+from deskml.engines import devices
+from deskml.engines.llama_cpp import engine as llama_cpp
+from deskml.engines.spec import ServiceSpec
+from deskml.runtime.services import ServiceManager
 from tests.conftest import MODEL, make_settings
 
 GIB = 1 << 30

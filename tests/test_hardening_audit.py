@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 
 from deskml.app import create_app
 from deskml.core.context import RequestRecord
-from deskml.engines import llama_cpp
+from deskml.core.types import Done, EngineRequest, Event
+from deskml.engines.llama_cpp import engine as llama_cpp
 from deskml.services import history as history_module
 from deskml.services.db import HistoryRow
 from deskml.services.history import HistoryWriter, _Pending, to_row
@@ -196,9 +197,9 @@ def test_engine_error_text_is_not_recorded_when_content_is_off(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     secret = "my secret prompt 4711"
 
-    async def echoing_stream(self: object, endpoint: str, body: dict[str, object]) -> AsyncIterator[dict[str, object]]:
+    async def echoing_stream(self: object, request: EngineRequest) -> AsyncIterator[Event]:
         raise llama_cpp._error_from_llama({"code": 500, "message": f"failed to parse near '{secret}'"})
-        yield {}  # an async generator, as the real one
+        yield Done()  # an async generator, as the real one
 
     monkeypatch.setattr(llama_cpp.LlamaCppModel, "stream", echoing_stream)
     for content, expect_secret in ((False, False), (True, True)):

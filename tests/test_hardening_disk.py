@@ -23,8 +23,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
+from deskml.core.extras import install_command
 from deskml.runtime import store as store_module
-from deskml.runtime.extras import install_command
 from deskml.runtime.store import ModelStore
 from tests.conftest import MODEL, make_settings, services_of
 

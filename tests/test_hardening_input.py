@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from deskml.app import create_app
 from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
-from deskml.core.types import SamplingOptions
+from deskml.core.types import EngineRequest, Event, SamplingOptions
 from deskml.engines import llama_cpp
 from deskml.engines.llama_cpp import sampling_body
 from tests.conftest import MODEL, free_port, make_settings, services_of
@@ -240,13 +240,12 @@ def test_truncating_ten_thousand_messages_takes_few_engine_tries(app_client: Tes
     tries: list[int] = []
     original = llama_cpp.LlamaCppModel.stream
 
-    async def counted(self: llama_cpp.LlamaCppModel, endpoint: str, body: dict[str, Any]
-                      ) -> AsyncIterator[dict[str, Any]]:
-        tries.append(len(body.get("messages") or []))
+    async def counted(self: llama_cpp.LlamaCppModel, request: EngineRequest) -> AsyncIterator[Event]:
+        tries.append(len(request.messages))
         if len(tries) > 6:  # the old code tried once per dropped message (10,000 tries): fail fast instead
             raise RuntimeError("too many tries")
-        async for chunk in original(self, endpoint, body):
-            yield chunk
+        async for event in original(self, request):
+            yield event
 
     monkeypatch.setattr(llama_cpp.LlamaCppModel, "stream", counted)
     messages = [{"role": "user" if i % 2 == 0 else "assistant",

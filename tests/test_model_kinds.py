@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from deskml.runtime import extras
-from deskml.runtime.extras import CPU_TORCH, TORCH_EXTRAS, Checkout, install_command
+from deskml.core import extras
+from deskml.core.extras import CPU_TORCH, TORCH_EXTRAS, Checkout, install_command
 from deskml.runtime.registry import Registry
 from deskml.runtime.store import Manifest, ModelStore
 from tests.conftest import make_settings

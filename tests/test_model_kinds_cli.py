@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deskml.runtime.extras import CPU_TORCH
+from deskml.core.extras import CPU_TORCH
 from tests.conftest import ServerProcess
 from tests.hidden_extras import base_install_server, hidden_extras_env
 

@@ -14,7 +14,8 @@ from deskml.api.ollama import translate as tr
 from deskml.core import types as core
 from deskml.core.durations import parse_duration, parse_keep_alive
 from deskml.core.errors import BadRequest, Busy
-from deskml.engines.llama_cpp import ChunkTranslator, sampling_body
+from deskml.engines.llama_cpp import request_body, sampling_body
+from deskml.engines.openai_wire import ChunkTranslator
 from deskml.runtime import modelfile, names
 from deskml.runtime.gguf import read_gguf
 from deskml.runtime.scheduler import PRIORITY_BATCH, SlotScheduler
@@ -119,6 +120,25 @@ def test_llama_chunks_to_events() -> None:
 def test_sampling_body_maps_ollama_names() -> None:
     body = sampling_body(core.SamplingOptions(temperature=0.5, num_predict=-1, num_keep=4, stop=["x"], seed=1))
     assert body == {"temperature": 0.5, "max_tokens": -1, "n_keep": 4, "stop": ["x"], "seed": 1}
+
+
+def test_llama_request_body_for_chat_and_completion() -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    chat = core.EngineRequest(
+        model="m", messages=[core.ChatMessage(role="user", content="hi")],
+        sampling=core.SamplingOptions(repeat_last_n=-1, temperature=0.1),
+        format=core.ResponseFormat(kind="json_schema", schema=schema), tools=[core.Tool(name="f")],
+        parallel_tool_calls=False, logprobs=True)
+    endpoint, body = request_body(chat, num_ctx=512)
+    assert endpoint == "chat" and body["repeat_last_n"] == 512 and body["cache_prompt"] is True
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {"schema": schema}}
+    assert "json_schema" not in body and body["messages"] == [{"role": "user", "content": "hi"}]
+    assert body["tools"][0]["function"]["name"] == "f" and body["tool_choice"] == "auto"
+    assert body["parallel_tool_calls"] is False and body["n_probs"] == body["top_logprobs"] == 1
+    completion = core.EngineRequest(model="m", prompt="raw text", format=core.ResponseFormat(kind="json"))
+    endpoint, body = request_body(completion, num_ctx=512)
+    assert endpoint == "completion" and body["prompt"] == "raw text" and body["json_schema"] == {"type": "object"}
+    assert "response_format" not in body and "messages" not in body and "tools" not in body
 
 
 def test_modelfile_parse_and_errors() -> None:

@@ -56,6 +56,21 @@ class ToolCall(BaseModel):
         return value if isinstance(value, dict) else {}
 
 
+def ollama_tool_calls(calls: list[ToolCall], *, numbered: bool = True) -> list[dict[str, Any]]:
+    """Tool calls in Ollama's shape (arguments as an object). `numbered` adds the id and index Ollama's
+    replies carry; a request to an Ollama server and a Go template's `.ToolCalls` take the plain shape."""
+    if not numbered:
+        return [{"function": {"name": c.name, "arguments": c.arguments_object()}} for c in calls]
+    return [{"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments_object()}}
+            for i, c in enumerate(calls)]
+
+
+def openai_tool_calls(calls: list[ToolCall]) -> list[dict[str, Any]]:
+    """Tool calls in OpenAI's shape (arguments as JSON text), for replies and for requests to OpenAI-style servers."""
+    return [{"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for i, c in enumerate(calls)]
+
+
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant", "tool"]
     content: str = ""
@@ -116,6 +131,26 @@ class GenerateRequest(InferenceCommon):
     template: str | None = None
     raw: bool = False
     images: list[bytes] = Field(default_factory=list)
+
+
+class EngineRequest(BaseModel):
+    """A generation prepared for an engine that runs the model itself (`engines.contract.LocalEngine`).
+
+    The runtime has applied the Modelfile, planned tool calls and resolved sampling (request over
+    Modelfile over defaults); the engine only encodes this for its runtime. A chat when `prompt` is
+    None (the model's chat template renders `messages`), else a completion of `prompt` as is (raw,
+    fill-in-the-middle, or a Go template deskml rendered itself).
+    """
+
+    model: str  # the name the Done event reports
+    messages: list[ChatMessage] = Field(default_factory=list)
+    prompt: str | None = None
+    sampling: SamplingOptions = Field(default_factory=SamplingOptions)
+    format: ResponseFormat | None = None  # constrain the reply to JSON (a schema, for constrained tool calls too)
+    tools: list[Tool] = Field(default_factory=list)  # offered to the chat template's own tool calling
+    parallel_tool_calls: bool = True
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 class EmbedRequest(BaseModel):

@@ -28,7 +28,7 @@ from deskml.core.errors import BadRequest, ModelLoadError
 from deskml.core.media import ImageDone, ImageRequest
 from deskml.engines.devices import torch_device
 from deskml.engines.images_io import encode_image
-from deskml.runtime.services import ServiceSpec
+from deskml.engines.spec import ServiceSpec
 
 log = logging.getLogger("deskml.engines.diffusers")
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from deskml.core.errors import BadRequest, EngineError, ModelLoadError, NotImplementedFeature
-from deskml.runtime.services import ServiceSpec
+from deskml.engines.spec import ServiceSpec
 
 log = logging.getLogger("deskml.engines.piper")
 

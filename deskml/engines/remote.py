@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -112,9 +112,11 @@ class RemoteEngine:
 
     # inference ---------------------------------------------------------------------------------
     async def stream(
-        self, task: Literal["chat", "generate"], model: str, request: ChatRequest | GenerateRequest,
-        headers: dict[str, str] | None = None,
-    ) -> AsyncIterator[Event]:
+        self, request: ChatRequest | GenerateRequest, *, headers: dict[str, str] | None = None
+    ) -> AsyncGenerator[Event, None]:
+        """The upstream's reply as core events (the `TextEngine` contract); `request.model` is the
+        upstream's name for the model."""
+        model = request.model
         if self.kind == "openai":
             if isinstance(request, ChatRequest):
                 path, body = "/v1/chat/completions", wire.openai_chat_body(model, request)

@@ -16,6 +16,7 @@ from deskml.core.types import (
     ChatMessage,
     ChatRequest,
     Done,
+    DoneReason,
     EmbedRequest,
     Event,
     GenerateRequest,
@@ -25,8 +26,9 @@ from deskml.core.types import (
     Timings,
     ToolCall,
     ToolCallDelta,
+    ollama_tool_calls,
 )
-from deskml.engines.llama_cpp import ChunkTranslator
+from deskml.engines.openai_wire import ChunkTranslator, openai_message, tool_definitions
 
 # Sampling fields every OpenAI-compatible server accepts; cloud APIs reject unknown ones with 400,
 # so llama.cpp-only knobs (top_k, min_p, repeat_penalty, mirostat...) are not sent there.
@@ -34,28 +36,6 @@ _OPENAI_SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penal
 
 
 # OpenAI dialect ---------------------------------------------------------------------------------
-def _openai_message(message: ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": message.role}
-    if message.images:
-        parts: list[dict[str, Any]] = [{"type": "text", "text": message.content}] if message.content else []
-        for image in message.images:
-            url = "data:image/png;base64," + base64.b64encode(image).decode()
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-        out["content"] = parts
-    else:
-        out["content"] = message.content
-    if message.tool_calls:
-        out["tool_calls"] = [
-            {"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for i, c in enumerate(message.tool_calls)
-        ]
-    if message.role == "tool":
-        out["tool_call_id"] = message.tool_call_id or ""
-        if message.name:
-            out["name"] = message.name
-    return out
-
-
 def _openai_common(model: str, request: InferenceCommon) -> dict[str, Any]:
     body: dict[str, Any] = {"model": model, "stream": True, "stream_options": {"include_usage": True}}
     options = request.options
@@ -72,9 +52,9 @@ def _openai_common(model: str, request: InferenceCommon) -> dict[str, Any]:
 
 def openai_chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
     body = _openai_common(model, request)
-    body["messages"] = [_openai_message(m) for m in request.messages]
+    body["messages"] = [openai_message(m) for m in request.messages]
     if request.tools:
-        body["tools"] = [{"type": "function", "function": t.model_dump()} for t in request.tools]
+        body["tools"] = tool_definitions(request.tools)
         choice = request.tool_choice
         body["tool_choice"] = (
             {"type": "function", "function": {"name": choice.name}} if choice.mode == "function" else choice.mode
@@ -200,8 +180,7 @@ def _ollama_message(message: ChatMessage) -> dict[str, Any]:
     if message.images:
         out["images"] = [base64.b64encode(i).decode() for i in message.images]
     if message.tool_calls:
-        out["tool_calls"] = [{"function": {"name": c.name, "arguments": c.arguments_object()}}
-                             for c in message.tool_calls]
+        out["tool_calls"] = ollama_tool_calls(message.tool_calls, numbered=False)
     if message.role == "tool" and message.name:
         out["tool_name"] = message.name
     if message.thinking:
@@ -213,7 +192,7 @@ def ollama_chat_body(model: str, request: ChatRequest) -> dict[str, Any]:
     body = _ollama_common(model, request)
     body["messages"] = [_ollama_message(m) for m in request.messages]
     if request.tools:
-        body["tools"] = [{"type": "function", "function": t.model_dump()} for t in request.tools]
+        body["tools"] = tool_definitions(request.tools)
     return body
 
 
@@ -281,9 +260,6 @@ class OllamaStream:
             prompt_eval_ns=int(line.get("prompt_eval_duration") or 0),
             eval_count=int(line.get("eval_count") or 0), eval_ns=int(line.get("eval_duration") or 0),
         )
-        reason = str(line.get("done_reason") or "stop")
-        if self.tool_calls:
-            reason = "tool_calls"
-        elif reason not in {"stop", "length"}:
-            reason = "stop"
-        return Done(reason=reason, timings=timings, tool_calls=list(self.tool_calls), model=self.model)  # type: ignore[arg-type]
+        finish = line.get("done_reason")
+        reason: DoneReason = "tool_calls" if self.tool_calls else "length" if finish == "length" else "stop"
+        return Done(reason=reason, timings=timings, tool_calls=list(self.tool_calls), model=self.model)

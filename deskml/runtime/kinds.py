@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from deskml.core.errors import NotImplementedFeature
-from deskml.runtime.extras import install_command, where_to_run
+from deskml.core.extras import install_command, where_to_run
+from deskml.engines.spec import importable
 from deskml.runtime.hub.plan import PullPlan
-from deskml.runtime.services import ServiceManager, _importable
+from deskml.runtime.services import ServiceManager
 
 # Modules that run a model of a format no service spec names (a spec's own `requires` rule otherwise).
 FORMAT_RUNTIMES: dict[str, tuple[str, list[str]]] = {
@@ -44,7 +45,7 @@ def runtime_missing(services: ServiceManager, names: list[str], kind: str, fmt: 
             missing = spec.missing()
             return (missing, spec.install_command) if missing else None
     extra, modules = FORMAT_RUNTIMES.get(fmt, ("", []))
-    missing = [m for m in modules if not _importable(m)]
+    missing = [m for m in modules if not importable(m)]
     return (missing, install_command(extra)) if missing and extra else None
 
 

@@ -18,8 +18,9 @@ from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import BadRequest, Busy, ModelLoadError
 from deskml.core.validate import INT32_MAX
 from deskml.engines import devices
+from deskml.engines.contract import EngineLoader, LoadConfig, LocalEngine
 from deskml.engines.devices import CPU_PLAN, GpuPlan
-from deskml.engines.llama_cpp import LlamaCppModel, LlamaLoadConfig
+from deskml.engines.llama_cpp import load_llama_cpp
 from deskml.runtime import gotemplate
 from deskml.runtime.reaper import Reaper
 from deskml.runtime.registry import ModelEntry, Registry
@@ -39,7 +40,7 @@ class LoadedModel:
     entry: ModelEntry
     kind: Kind
     num_ctx: int
-    engine: LlamaCppModel
+    engine: LocalEngine
     scheduler: SlotScheduler
     size_bytes: int
     load_seconds: float
@@ -114,9 +115,11 @@ def estimate_bytes(metadata: dict[str, Any], file_size: int, total_ctx: int, kv_
 
 
 class ModelManager:
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(self, settings: Settings, registry: Registry, loader: EngineLoader | None = None) -> None:
+        """`loader` makes the engine of each load; None = llama.cpp (tests pass a fake that needs no model)."""
         self.settings = settings
         self.registry = registry
+        self._loader: EngineLoader = loader or load_llama_cpp
         self._loaded: dict[Key, LoadedModel] = {}
         self._loading: dict[Key, asyncio.Task[LoadedModel]] = {}
         self._waiting: dict[Key, int] = {}  # requests waiting for that load
@@ -300,25 +303,21 @@ class ModelManager:
         await self._make_room(size)
         template = entry.manifest.template
         jinja = template if template and not gotemplate.is_go_template(template) else None
-        engine = LlamaCppModel(
-            LlamaLoadConfig(
-                path=entry.path, num_ctx=ctx, num_parallel=parallel, threads=self.settings.num_threads,
-                embedding=kind == "embed", chat_template=jinja, engine_log=self.settings.engine_log,
-                kv_cache_type=self.settings.kv_cache_type, flash_attention=self.settings.flash_attention,
-                # an embedding input must fit one micro-batch whole, so embedding contexts batch a full context
-                batch=ctx if kind == "embed" else max(32, self.settings.num_batch),
-                gpu=self._gpu_plan(info.metadata, entry.size, size, gpu),
-            )
+        config = LoadConfig(
+            path=entry.path, num_ctx=ctx, num_parallel=parallel, threads=self.settings.num_threads,
+            embedding=kind == "embed", chat_template=jinja, engine_log=self.settings.engine_log,
+            kv_cache_type=self.settings.kv_cache_type, flash_attention=self.settings.flash_attention,
+            # an embedding input must fit one micro-batch whole, so embedding contexts batch a full context
+            batch=ctx if kind == "embed" else max(32, self.settings.num_batch),
+            gpu=self._gpu_plan(info.metadata, entry.size, size, gpu),
         )
         started = time.perf_counter()
-        loop = asyncio.get_running_loop()
         try:
-            await loop.run_in_executor(None, engine.load)
+            engine = await self._loader(config)
         except ModelLoadError:
             raise
         except Exception as exc:  # pragma: no cover - defensive
             raise ModelLoadError(f"could not load {entry.name}: {exc}") from exc
-        engine.after_load_on_loop()
         elapsed = time.perf_counter() - started
         model = LoadedModel(
             entry=entry, kind=kind, num_ctx=ctx, engine=engine,

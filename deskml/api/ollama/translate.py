@@ -16,12 +16,12 @@ from deskml.core import types as core
 from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
+from deskml.core.options import gpu_options, split_options
 from deskml.core.validate import check_unicode
+from deskml.engines.spec import ServiceSpec
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
-from deskml.runtime.inference import gpu_options, split_options
 from deskml.runtime.service_models import ServiceModelCard
-from deskml.runtime.services import ServiceSpec
 from deskml.runtime.store import Manifest
 
 log = logging.getLogger("deskml.api.ollama")
@@ -189,13 +189,6 @@ def timing_fields(done: core.Done) -> dict[str, Any]:
     }
 
 
-def tool_calls_wire(calls: list[core.ToolCall]) -> list[dict[str, Any]]:
-    return [
-        {"id": c.id, "function": {"index": i, "name": c.name, "arguments": c.arguments_object()}}
-        for i, c in enumerate(calls)
-    ]
-
-
 def logprobs_wire(items: list[core.TokenLogprob], top: int) -> list[dict[str, Any]]:
     """Ollama's `logprobs`: one entry per generated token, `top_logprobs` only when asked for."""
     out: list[dict[str, Any]] = []
@@ -228,7 +221,7 @@ def chat_final(model: str, done: core.Done, content: str = "", thinking: str = "
     if thinking:
         msg["thinking"] = thinking
     if include_tools and done.tool_calls:
-        msg["tool_calls"] = tool_calls_wire(done.tool_calls)
+        msg["tool_calls"] = core.ollama_tool_calls(done.tool_calls)
     body: dict[str, Any] = {"model": model, "created_at": timestamp(), "message": msg, "done": True,
                             "done_reason": ollama_reason(done.reason)}
     if logprobs is not None:

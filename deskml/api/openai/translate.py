@@ -304,14 +304,10 @@ def chat_logprobs(items: list[core.TokenLogprob], top: int) -> dict[str, Any]:
     }
 
 
-def tool_calls_wire(calls: list[core.ToolCall]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
-
-
 def chat_completion(meta: ReplyMeta, result: core.GenerationResult, request: core.ChatRequest) -> dict[str, Any]:
     msg: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
     if result.tool_calls:
-        msg["tool_calls"] = tool_calls_wire(result.tool_calls)
+        msg["tool_calls"] = core.openai_tool_calls(result.tool_calls)
         msg["content"] = result.text or None
     if result.thinking:
         msg["reasoning_content"] = result.thinking  # llama.cpp's and DeepSeek's name for it

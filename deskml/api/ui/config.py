@@ -13,8 +13,8 @@ from pydantic import BaseModel, Field
 
 from deskml.api.deps import RegistryDep, ServiceManagerDep, SettingsDep
 from deskml.core.errors import DeskmlError
+from deskml.core.extras import source_checkout
 from deskml.runtime import names
-from deskml.runtime.extras import source_checkout
 from deskml.runtime.kinds import KIND_LABELS
 from deskml.runtime.services import ServiceManager
 

@@ -21,7 +21,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from deskml.core.errors import BadRequest, NotImplementedFeature, PayloadTooLarge
-from deskml.runtime.extras import install_command
+from deskml.core.extras import install_command
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/embeddings")

@@ -25,10 +25,11 @@ from deskml.core.context import current_record
 from deskml.core.errors import BadRequest, Conflict, ModelNotFound
 from deskml.core.types import EmbedRequest
 from deskml.core.vision import ClassifyResult, Prediction
+from deskml.engines.spec import ServiceSpec
 from deskml.runtime import names
 from deskml.runtime.jobs.store import JobStore, TrainedInfo
 from deskml.runtime.service_tasks import MAX_TOP_K, ServiceTasks
-from deskml.runtime.services import ServiceManager, ServiceSpec
+from deskml.runtime.services import ServiceManager
 
 log = logging.getLogger("deskml.jobs")
 

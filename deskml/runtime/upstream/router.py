@@ -357,7 +357,8 @@ class UpstreamRouter:
                 if upstream is None:
                     return local(request if target.model == request.model else request.model_copy(
                         update={"model": target.model}))
-                return upstream.engine.stream(task, target.model, request, self._headers(upstream))
+                return upstream.engine.stream(request.model_copy(update={"model": target.model}),
+                                              headers=self._headers(upstream))
 
             events = self._failover(request.model, targets, attempt, whole=whole)
         async with aclosing(events) as items:

@@ -10,53 +10,26 @@ is how a client disconnect frees its slot at the next decoded token.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import secrets
 import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from deskml.core.errors import BadRequest, ContextOverflow, EngineError, ModelLoadError, from_engine
-from deskml.core.types import (
-    ChatMessage,
-    Done,
-    Event,
-    SamplingOptions,
-    TextDelta,
-    ThinkingDelta,
-    Timings,
-    TokenLogprob,
-    ToolCall,
-    ToolCallDelta,
-)
-from deskml.core.validate import UINT32_MASK, clamp_int32
-from deskml.engines.devices import CPU_PLAN, GpuPlan, fallback_layers
+from deskml.core.types import EngineRequest, Event
+from deskml.engines.contract import LoadConfig
+from deskml.engines.devices import GpuPlan, fallback_layers
+from deskml.engines.llama_cpp.body import Endpoint, request_body
+from deskml.engines.openai_wire import ChunkTranslator
 
 log = logging.getLogger("deskml.engines.llama_cpp")
 
 _END = object()
-
-
-@dataclass
-class LlamaLoadConfig:
-    path: Path
-    num_ctx: int  # context per request (slot)
-    num_parallel: int
-    threads: int = 0
-    embedding: bool = False
-    chat_template: str | None = None  # a Jinja template overriding the GGUF's own
-    engine_log: bool = False
-    batch: int = 512
-    kv_cache_type: str = "q8_0"
-    flash_attention: bool = True
-    gpu: GpuPlan = CPU_PLAN  # layers offloaded and where; CPU_PLAN keeps everything on the CPU
 
 
 def _restore_python_signal_handlers() -> None:
@@ -72,7 +45,7 @@ def _restore_python_signal_handlers() -> None:
 
 
 class LlamaCppModel:
-    def __init__(self, config: LlamaLoadConfig) -> None:
+    def __init__(self, config: LoadConfig) -> None:
         self.config = config
         self._server: Any = None
         # One thread per request in flight: slots + queued requests never exceed this because
@@ -145,18 +118,61 @@ class LlamaCppModel:
         return self._server is not None
 
     # requests ----------------------------------------------------------------------------
-    async def stream(self, endpoint: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Yield llama.cpp's OpenAI-style chunks for `endpoint` ('chat' or 'completion')."""
+    async def stream(self, request: EngineRequest) -> AsyncGenerator[Event, None]:
+        """The reply to `request` as core events, `Done` (with llama.cpp's timings) last."""
+        endpoint, body = request_body(request, self.config.num_ctx)
+        translator = ChunkTranslator()
+        task = self._start(endpoint, body)
+        try:
+            while (chunk := await task.next()) is not None:
+                for event in translator.feed(chunk):
+                    yield event
+        finally:
+            await task.close()
+        yield translator.done(request.model)
+
+    async def stream_raw(self, endpoint: Endpoint, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """llama.cpp's own OpenAI-style chunks for a body built by hand (scripts/gpu_check.py)."""
+        task = self._start(endpoint, body)
+        try:
+            while (chunk := await task.next()) is not None:
+                yield chunk
+        finally:
+            await task.close()
+
+    def _start(self, endpoint: Endpoint, body: dict[str, Any]) -> _Task:
         server = self._server
         if server is None:
             raise EngineError("model is not loaded")
         call: Callable[..., Any] = (
             server.handle_chat_completions if endpoint == "chat" else server.handle_completions
         )
-        body = {**body, "stream": True}
+        return _Task(self._executor, call, {**body, "stream": True})
+
+    async def embed(self, inputs: list[str]) -> tuple[list[list[float]], int]:
+        server = self._server
+        if server is None:
+            raise EngineError("model is not loaded")
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        cancel = threading.Event()
+        result = await loop.run_in_executor(
+            self._executor, lambda: server.handle_embeddings({"input": inputs, "encoding_format": "float"})
+        )
+        if isinstance(result, dict) and "error" in result:
+            raise _error_from_llama(result["error"])
+        vectors = [item["embedding"] for item in sorted(result.get("data", []), key=lambda d: d.get("index", 0))]
+        return vectors, int((result.get("usage") or {}).get("prompt_tokens", 0))
+
+
+class _Task:
+    """One request on llama.cpp's server core: it runs in a worker thread and hands its chunks to the loop
+    through a queue. A plain object rather than an async generator, so that the engine's stream is the only
+    generator between llama.cpp and the runtime."""
+
+    def __init__(self, executor: ThreadPoolExecutor, call: Callable[..., Any], body: dict[str, Any]) -> None:
+        loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._cancel = threading.Event()
+        queue, cancel = self._queue, self._cancel
 
         def on_chunk(chunk: Any) -> bool:
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
@@ -170,34 +186,33 @@ class LlamaCppModel:
             finally:
                 loop.call_soon_threadsafe(queue.put_nowait, _END)
 
-        future = loop.run_in_executor(self._executor, run)
-        try:
-            while True:
-                item = await queue.get()
-                if item is _END:
-                    break
-                if isinstance(item, Exception):
-                    raise _engine_error(str(item))
-                if isinstance(item, dict) and "error" in item:
-                    raise _error_from_llama(item["error"])
-                yield item
-        finally:
-            cancel.set()
-            # Let the worker see the cancel flag and return before the slot is reused.
-            with contextlib.suppress(Exception):
-                await asyncio.shield(future)
+        self._future = loop.run_in_executor(executor, run)
 
-    async def embed(self, inputs: list[str]) -> dict[str, Any]:
-        server = self._server
-        if server is None:
-            raise EngineError("model is not loaded")
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(
-            self._executor, lambda: server.handle_embeddings({"input": inputs, "encoding_format": "float"})
-        )
-        if isinstance(result, dict) and "error" in result:
-            raise _error_from_llama(result["error"])
-        return result
+    async def next(self) -> dict[str, Any] | None:
+        """The next chunk; None at the end. An engine error raises."""
+        item = await self._queue.get()
+        if item is _END:
+            return None
+        if isinstance(item, Exception):
+            raise _engine_error(str(item))
+        if isinstance(item, dict) and "error" in item:
+            raise _error_from_llama(item["error"])
+        return item
+
+    async def close(self) -> None:
+        """Cancel at llama.cpp's next decoded token (True from the chunk callback)."""
+        self._cancel.set()
+        # Let the worker see the cancel flag and return before the slot is reused.
+        with contextlib.suppress(Exception):
+            await asyncio.shield(self._future)
+
+
+async def load_llama_cpp(config: LoadConfig) -> LlamaCppModel:
+    """The default `EngineLoader`: load in a worker thread (llama.cpp blocks), then fix up signals on the loop."""
+    engine = LlamaCppModel(config)
+    await asyncio.get_running_loop().run_in_executor(None, engine.load)
+    engine.after_load_on_loop()
+    return engine
 
 
 def _place(xllamacpp: Any, params: Any, plan: GpuPlan) -> Any:
@@ -278,125 +293,3 @@ def _int_or_none(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-# translation: core types <-> llama.cpp request/response bodies -------------------------------
-def sampling_body(options: SamplingOptions) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    mapping = {
-        "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p",
-        "typical_p": "typical_p", "repeat_penalty": "repeat_penalty", "repeat_last_n": "repeat_last_n",
-        "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty",
-        "seed": "seed", "num_keep": "n_keep", "mirostat": "mirostat", "mirostat_tau": "mirostat_tau",
-        "mirostat_eta": "mirostat_eta",
-    }
-    for ours, theirs in mapping.items():
-        value = getattr(options, ours)
-        if value is not None:
-            body[theirs] = clamp_int32(value) if isinstance(value, int) else value
-    if options.seed is not None:
-        # llama.cpp's seed is 32-bit unsigned (0xFFFFFFFF = random); Ollama takes any integer (-1 = random)
-        body["seed"] = options.seed & UINT32_MASK
-    if options.num_predict is not None:
-        body["max_tokens"] = clamp_int32(options.num_predict) if options.num_predict >= 0 else -1
-    if options.stop:
-        body["stop"] = options.stop
-    if options.logit_bias:
-        body["logit_bias"] = [[int(k), v] for k, v in options.logit_bias.items()]
-    return body
-
-
-def message_body(message: ChatMessage) -> dict[str, Any]:
-    item: dict[str, Any] = {"role": message.role, "content": message.content}
-    if message.images:
-        item["content"] = [{"type": "text", "text": message.content}] + [
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(i).decode()}}
-            for i in message.images
-        ]
-    if message.tool_calls:
-        item["tool_calls"] = [
-            {"id": c.id or f"call_{i}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-            for i, c in enumerate(message.tool_calls)
-        ]
-    if message.role == "tool":
-        if message.tool_call_id:
-            item["tool_call_id"] = message.tool_call_id
-        if message.name:
-            item["name"] = message.name
-    return item
-
-
-class ChunkTranslator:
-    """Turns llama.cpp's streamed OpenAI-style chunks into core events."""
-
-    def __init__(self) -> None:
-        self.tool_calls: dict[int, ToolCall] = {}
-        self.finish: str | None = None
-        self.timings = Timings()
-
-    def feed(self, chunk: dict[str, Any]) -> list[Event]:
-        events: list[Event] = []
-        if "timings" in chunk:
-            self._timings(chunk["timings"])
-        for choice in chunk.get("choices") or []:
-            delta = choice.get("delta")
-            if delta is None:  # /v1/completions chunks carry text, not a delta
-                text = choice.get("text") or ""
-                if text:
-                    events.append(TextDelta(text=text, logprobs=_logprobs(choice.get("logprobs"))))
-            else:
-                if delta.get("reasoning_content"):
-                    events.append(ThinkingDelta(text=delta["reasoning_content"]))
-                if delta.get("content"):
-                    events.append(TextDelta(text=delta["content"], logprobs=_logprobs(choice.get("logprobs"))))
-                for call in delta.get("tool_calls") or []:
-                    events.append(self._tool_delta(call))
-            if choice.get("finish_reason"):
-                self.finish = choice["finish_reason"]
-        return events
-
-    def _tool_delta(self, call: dict[str, Any]) -> ToolCallDelta:
-        index = int(call.get("index", len(self.tool_calls)))
-        function = call.get("function") or {}
-        current = self.tool_calls.get(index)
-        if current is None:
-            current = ToolCall(id=call.get("id") or f"call_{index}", name=function.get("name") or "", arguments="")
-            self.tool_calls[index] = current
-        elif function.get("name"):
-            current.name += function["name"]
-        current.arguments += function.get("arguments") or ""
-        return ToolCallDelta(
-            index=index, id=call.get("id"), name=function.get("name"), arguments=function.get("arguments") or ""
-        )
-
-    def _timings(self, raw: dict[str, Any]) -> None:
-        self.timings.prompt_eval_count = int(raw.get("prompt_n", 0))
-        self.timings.prompt_eval_ns = int(float(raw.get("prompt_ms", 0)) * 1e6)
-        self.timings.cached_tokens = int(raw.get("cache_n", 0))
-        self.timings.eval_count = int(raw.get("predicted_n", 0))
-        self.timings.eval_ns = int(float(raw.get("predicted_ms", 0)) * 1e6)
-
-    def done(self, model: str) -> Done:
-        calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]
-        reason = self.finish or "stop"
-        if calls:
-            reason = "tool_calls"
-        elif reason not in {"stop", "length"}:
-            reason = "stop"
-        return Done(reason=reason, timings=self.timings, tool_calls=calls, model=model)  # type: ignore[arg-type]
-
-
-def _logprobs(raw: Any) -> list[TokenLogprob]:
-    if not isinstance(raw, dict):
-        return []
-    out: list[TokenLogprob] = []
-    for item in raw.get("content") or []:
-        out.append(
-            TokenLogprob(
-                token=item.get("token", ""),
-                logprob=float(item.get("logprob", 0.0)),
-                bytes=item.get("bytes"),
-                top=[(t.get("token", ""), float(t.get("logprob", 0.0))) for t in item.get("top_logprobs") or []],
-            )
-        )
-    return out
