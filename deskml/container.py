@@ -21,13 +21,13 @@ from deskml.runtime.jobs.runner import BatchHandler
 from deskml.runtime.jobs.service import JobService
 from deskml.runtime.jobs.setup import start_jobs
 from deskml.runtime.lifecycle import ModelManager
-from deskml.runtime.media import MediaService
-from deskml.runtime.media_catalog import media_specs
 from deskml.runtime.registry import Registry
-from deskml.runtime.service_catalog import service_specs
-from deskml.runtime.service_models import user_detector_specs, weight_bytes
-from deskml.runtime.service_tasks import ServiceTasks
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.catalog import service_specs
+from deskml.runtime.service_models.listing import user_detector_specs, weight_bytes
+from deskml.runtime.service_models.manager import ServiceManager
+from deskml.runtime.service_models.media import MediaService
+from deskml.runtime.service_models.media_catalog import media_specs
+from deskml.runtime.service_models.tasks import ServiceTasks
 from deskml.runtime.store import ModelStore
 from deskml.runtime.upstream.local import LocalModels
 from deskml.runtime.upstream.router import UpstreamRouter

@@ -17,7 +17,7 @@ from deskml.cli.main import processor_cell
 from deskml.engines import devices
 from deskml.engines.llama_cpp import engine as llama_cpp
 from deskml.engines.spec import ServiceSpec
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
 from tests.conftest import MODEL, make_settings
 
 GIB = 1 << 30
@@ -102,7 +102,7 @@ def test_cli_processor_column() -> None:
 
 
 def test_metrics_gauge_for_a_service_model_on_a_gpu(tmp_path: Path) -> None:
-    from deskml.runtime.service_models import weight_bytes
+    from deskml.runtime.service_models.listing import weight_bytes
     from deskml.services.metrics import _LiveState
 
     weights = tmp_path / "model.onnx"

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from deskml.engines import devices
-from deskml.runtime.media_catalog import media_specs
-from deskml.runtime.service_catalog import service_specs
+from deskml.runtime.service_models.catalog import service_specs
+from deskml.runtime.service_models.media_catalog import media_specs
 from tests.conftest import make_settings
 
 

@@ -17,10 +17,10 @@ from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.jobs.service import JobService
 from deskml.runtime.lifecycle import ModelManager
-from deskml.runtime.media import MediaService
 from deskml.runtime.registry import Registry
-from deskml.runtime.service_tasks import ServiceTasks
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
+from deskml.runtime.service_models.media import MediaService
+from deskml.runtime.service_models.tasks import ServiceTasks
 from deskml.runtime.upstream.router import UpstreamRouter
 from deskml.services.auth import AuthService
 from deskml.services.db import Database

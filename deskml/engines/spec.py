@@ -1,7 +1,7 @@
 """What a non-LLM model is (`ServiceSpec`) and what its engine provides (`ServiceEngine`).
 
 A spec names a model, its kind, and the engine class that serves it as "module:Class", imported
-only when the model loads (by `runtime.services.ServiceManager`), so an optional extra that is not
+only when the model loads (by `runtime.service_models.manager.ServiceManager`), so an optional extra that is not
 installed costs nothing until a request needs it, and then gives a 501 naming the install command.
 """
 

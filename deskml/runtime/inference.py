@@ -40,7 +40,7 @@ from deskml.runtime.lifecycle import Lease, ModelManager
 from deskml.runtime.recording import note_input, recorded
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.scheduler import PRIORITY_LIVE
-from deskml.runtime.service_tasks import ServiceTasks
+from deskml.runtime.service_models.tasks import ServiceTasks
 from deskml.runtime.upstream.local import LocalModels
 from deskml.runtime.upstream.router import RoutedModel, UpstreamRouter
 from deskml.settings import Settings

@@ -14,7 +14,7 @@ from deskml.core.errors import NotImplementedFeature
 from deskml.core.extras import install_command, where_to_run
 from deskml.engines.spec import importable
 from deskml.runtime.hub.plan import PullPlan
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
 
 # Modules that run a model of a format no service spec names (a spec's own `requires` rule otherwise).
 FORMAT_RUNTIMES: dict[str, tuple[str, list[str]]] = {

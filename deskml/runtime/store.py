@@ -40,7 +40,7 @@ _RECHECK_EVERY = 64 * CHUNK  # bytes written between free-space checks of an upl
 
 
 # What a model is, so the right engine serves it. The names match `ServiceKind` in
-# runtime/services.py (the non-LLM engines); "llm" is served by the llama.cpp engine.
+# runtime/service_models/manager.py (the non-LLM engines); "llm" is served by the llama.cpp engine.
 ModelKind = Literal["llm", "embedding", "rerank", "classify", "ocr", "detect", "asr", "tts", "image", "style"]
 
 

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from deskml.runtime.batching import MicroBatcher
+from deskml.runtime.service_models.batching import MicroBatcher
 
 T = TypeVar("T")
 

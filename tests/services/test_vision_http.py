@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from deskml.core.extras import install_command
 from deskml.engines.spec import ServiceSpec
 from deskml.engines.weights import package_dir
-from deskml.runtime.service_models import user_detector_specs
+from deskml.runtime.service_models.listing import user_detector_specs
 from tests.conftest import services_of
 from tests.services.conftest import encode, photo, text_image
 

@@ -15,7 +15,6 @@ from deskml.api.deps import JobsDep, PrincipalDep, ServiceTasksDep, UploadLimitD
 from deskml.api.streaming import dumps
 from deskml.api.uploads import read_upload
 from deskml.core.errors import DeskmlError, ModelNotFound
-from deskml.runtime.jobs.serving import classify_text
 from deskml.runtime.jobs.store import FileInfo, JobInfo
 
 router = APIRouter()
@@ -133,10 +132,10 @@ async def classify(body: wire.ClassifyTextRequest, service: JobsDep,
                    tasks: ServiceTasksDep) -> wire.ClassifyTextResponse:
     inputs = [body.input] if isinstance(body.input, str) else list(body.input)
     try:
-        model, predictions, total_ns = await classify_text(tasks, body.model, inputs, body.top_k)
+        model, predictions, total_ns = await tasks.classify_text(body.model, inputs, body.top_k)
     except ModelNotFound:  # trained by a worker elsewhere moments ago: look again once
         await service.trained.refresh()
-        model, predictions, total_ns = await classify_text(tasks, body.model, inputs, body.top_k)
+        model, predictions, total_ns = await tasks.classify_text(body.model, inputs, body.top_k)
     results = [
         wire.ClassifiedText(label=row[0].label, score=round(row[0].score, 6),
                             labels=[wire.LabelScore(label=p.label, score=round(p.score, 6)) for p in row])

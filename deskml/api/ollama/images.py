@@ -20,8 +20,8 @@ from deskml.api.ollama.translate import timestamp
 from deskml.api.streaming import dumps, ndjson_lines, prime, stream_response, until_disconnected
 from deskml.core import media as m
 from deskml.core.errors import BadRequest, DeskmlError
-from deskml.runtime.media import MediaService
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
+from deskml.runtime.service_models.media import MediaService
 
 
 class ImageOptions(BaseModel):

@@ -10,7 +10,7 @@ from deskml.core.errors import BadRequest
 from deskml.runtime import modelfile
 from deskml.runtime.create import CreateSpec, create
 from deskml.runtime.registry import Registry
-from deskml.runtime.service_models import KIND_CAPABILITIES, ServiceModelCard
+from deskml.runtime.service_models.listing import KIND_CAPABILITIES, ServiceModelCard
 from deskml.runtime.upstream.router import RoutedModel
 
 

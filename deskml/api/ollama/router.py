@@ -30,7 +30,7 @@ from deskml.core.principal import SCOPE_ADMIN
 from deskml.runtime import names
 from deskml.runtime.kinds import pull_check
 from deskml.runtime.registry import Registry
-from deskml.runtime.service_models import service_model_cards
+from deskml.runtime.service_models.listing import service_model_cards
 from deskml.runtime.upstream.config import model_key
 from deskml.settings import Settings
 

@@ -18,10 +18,10 @@ from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
 from deskml.core.options import gpu_options, split_options
 from deskml.core.validate import check_unicode
-from deskml.engines.spec import ServiceSpec
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
-from deskml.runtime.service_models import ServiceModelCard
+from deskml.runtime.service_models.listing import ServiceModelCard
+from deskml.runtime.service_models.manager import ServiceSpec
 from deskml.runtime.store import Manifest
 
 log = logging.getLogger("deskml.api.ollama")

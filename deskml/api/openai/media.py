@@ -14,7 +14,7 @@ from deskml.api.openai import media_schemas as wire
 from deskml.api.openai import media_translate as tr
 from deskml.api.streaming import dumps, until_disconnected
 from deskml.api.uploads import read_upload
-from deskml.runtime.media import MediaService
+from deskml.runtime.service_models.media import MediaService
 
 router = APIRouter()
 

@@ -10,7 +10,7 @@ from deskml.api.openai import media_schemas as wire
 from deskml.core import media as m
 from deskml.core.errors import BadRequest
 from deskml.core.languages import language_code, language_name
-from deskml.runtime.media_catalog import OPENAI_GENERIC_MODELS
+from deskml.runtime.service_models.media_catalog import OPENAI_GENERIC_MODELS
 
 # OpenAI's voices; each means "the model's own voice" here (a Piper model speaks with one voice).
 OPENAI_VOICES = {"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx", "sage",

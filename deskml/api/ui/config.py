@@ -16,7 +16,7 @@ from deskml.core.errors import DeskmlError
 from deskml.core.extras import source_checkout
 from deskml.runtime import names
 from deskml.runtime.kinds import KIND_LABELS
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
 
 router = APIRouter()
 

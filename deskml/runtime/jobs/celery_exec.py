@@ -171,11 +171,11 @@ class WorkerRuntime:
         from deskml.runtime.inference import InferenceService
         from deskml.runtime.jobs.serving import TrainedModels
         from deskml.runtime.lifecycle import ModelManager
-        from deskml.runtime.media_catalog import media_specs
         from deskml.runtime.registry import Registry
-        from deskml.runtime.service_catalog import service_specs
-        from deskml.runtime.service_tasks import ServiceTasks
-        from deskml.runtime.services import ServiceManager
+        from deskml.runtime.service_models.catalog import service_specs
+        from deskml.runtime.service_models.manager import ServiceManager
+        from deskml.runtime.service_models.media_catalog import media_specs
+        from deskml.runtime.service_models.tasks import ServiceTasks
         from deskml.runtime.store import ModelStore
         from deskml.services.db import Database
 

@@ -14,29 +14,18 @@ import asyncio
 import contextlib
 import logging
 import re
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
 
-if TYPE_CHECKING:
-    import numpy as np
-
-from deskml.core.context import current_record
-from deskml.core.errors import BadRequest, Conflict, ModelNotFound
-from deskml.core.types import EmbedRequest
-from deskml.core.vision import ClassifyResult, Prediction
+from deskml.core.errors import BadRequest, Conflict
 from deskml.engines.spec import ServiceSpec
 from deskml.runtime import names
 from deskml.runtime.jobs.store import JobStore, TrainedInfo
-from deskml.runtime.service_tasks import MAX_TOP_K, ServiceTasks
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
+from deskml.runtime.service_models.tasks import IMAGE_KIND, TEXT_KIND
 
 log = logging.getLogger("deskml.jobs")
 
-TEXT_KIND: Final = "text-classify"
-IMAGE_KIND: Final = "classify"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-MAX_TEXT_INPUTS = 2048
 
 
 def check_model_name(name: str, services: ServiceManager, trained: set[str]) -> str:
@@ -138,71 +127,6 @@ class TrainedModels:
         self.services.specs[:] = [s for s in self.services.specs if not (s.name == name and s.options.get("trained"))]
         self.known.pop(name, None)
         await self.services.unload(name)
-
-
-def _note(model: str, backend: str) -> None:
-    record = current_record()
-    if record is not None:
-        record.model, record.backend = model, backend
-
-
-async def classify_text(tasks: ServiceTasks, model: str, inputs: list[str], top_k: int | None = None
-                        ) -> tuple[str, list[list[Prediction]], int]:
-    """Labels with scores for each input text; returns (model, predictions per input, total ns)."""
-    started = time.perf_counter_ns()
-    if not inputs:
-        raise BadRequest("input must not be empty", param="input")
-    if len(inputs) > MAX_TEXT_INPUTS:
-        raise BadRequest(f"at most {MAX_TEXT_INPUTS} inputs per request", param="input")
-    if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
-        raise BadRequest(f"top_k must be between 1 and {MAX_TOP_K}", param="top_k")
-    spec = tasks.services.find(model, TEXT_KIND)
-    if spec is None:
-        raise ModelNotFound(model)
-    head, _ = await tasks.services.engine(tasks.services.get_spec(spec.name, TEXT_KIND))
-    embedded = await tasks.embed(EmbedRequest(model=spec.options["base"], inputs=inputs))
-    import numpy as np  # an optional extra's dependency: imported when a trained model is used
-
-    probs = head.predict(np.asarray(embedded.embeddings, dtype=np.float32))
-    _note(spec.name, "linear-head")
-    k = top_k or len(head.labels)
-    out = [[Prediction(index=i, label=label, score=score) for i, label, score in head.top(row, k)] for row in probs]
-    return spec.name, out, time.perf_counter_ns() - started
-
-
-async def image_features(tasks: ServiceTasks, backbone: str, images: list[bytes],
-                         names: list[str] | None = None) -> np.ndarray:
-    """The frozen backbone's pooled features of each picture, through the backbone's own batcher;
-    a picture that cannot be decoded is a BadRequest naming it (from `names`)."""
-    spec = tasks.services.get_spec(backbone, "classify")
-    engine, _ = await tasks.services.engine(spec)
-    batcher = tasks.batcher(spec, engine, engine.features, key=f"{spec.name}#features")
-
-    async def one(index: int, data: bytes) -> Any:
-        with batcher.incoming():
-            try:
-                pixels = await tasks.services.run(spec, engine.preprocess, data)
-            except BadRequest as exc:
-                name = names[index] if names else f"picture #{index + 1}"
-                raise BadRequest(f"{name}: {exc.message}") from None
-            pending = batcher.enqueue(pixels)
-        return await pending
-
-    import numpy as np  # an optional extra's dependency: imported when a trained model is used
-
-    return np.stack(await asyncio.gather(*(one(i, image) for i, image in enumerate(images))))
-
-
-async def classify_with_head(tasks: ServiceTasks, spec: ServiceSpec, image: bytes, top_k: int,
-                             started: int) -> ClassifyResult:
-    """`/api/vision/classify` for a trained image head: backbone features, then the head."""
-    head, load_ns = await tasks.services.engine(spec)
-    features = await image_features(tasks, spec.options["backbone"], [image])
-    probs = head.predict(features)[0]
-    _note(spec.name, "linear-head")
-    predictions = [Prediction(index=i, label=label, score=score) for i, label, score in head.top(probs, top_k)]
-    return ClassifyResult(model=spec.name, predictions=predictions, load_ns=load_ns,
-                          total_ns=time.perf_counter_ns() - started)
 
 
 def is_trained(spec: ServiceSpec) -> bool:

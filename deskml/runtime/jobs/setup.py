@@ -7,8 +7,8 @@ from deskml.runtime.jobs.runner import BatchHandler, JobRuntime
 from deskml.runtime.jobs.service import Executor, JobService
 from deskml.runtime.jobs.serving import TrainedModels
 from deskml.runtime.jobs.store import JobStore
-from deskml.runtime.service_tasks import ServiceTasks
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
+from deskml.runtime.service_models.tasks import ServiceTasks
 from deskml.services.db import Database
 from deskml.settings import Settings
 

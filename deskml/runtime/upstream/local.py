@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from deskml.core.errors import DeskmlError
 from deskml.runtime.registry import Registry
-from deskml.runtime.service_tasks import ServiceTasks
+from deskml.runtime.service_models.tasks import ServiceTasks
 
 
 class LocalModels:

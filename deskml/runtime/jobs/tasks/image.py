@@ -11,9 +11,9 @@ import numpy as np
 from deskml.core.errors import BadRequest
 from deskml.engines.trained import head_bytes
 from deskml.runtime.jobs.datasets import iter_images
-from deskml.runtime.jobs.serving import IMAGE_KIND, image_features
 from deskml.runtime.jobs.task_context import JobContext, JobFailed
 from deskml.runtime.jobs.tasks.training import TrainConfig, fit_and_evaluate, split
+from deskml.runtime.service_models.tasks import IMAGE_KIND
 
 FEATURE_CHUNK = 8  # pictures decoded and run per step (one micro-batch of the backbone)
 
@@ -42,7 +42,7 @@ async def train_image_classifier(ctx: JobContext) -> dict[str, Any]:
     for start in range(0, len(pictures), FEATURE_CHUNK):
         chunk = pictures[start : start + FEATURE_CHUNK]
         try:
-            rows.append(await image_features(ctx.runtime.service_tasks, backbone, [image for _, _, image in chunk],
+            rows.append(await ctx.runtime.service_tasks.image_features(backbone, [image for _, _, image in chunk],
                                              [name for _, name, _ in chunk]))
         except BadRequest as exc:
             raise JobFailed(f"a picture could not be used: {exc.message}") from None

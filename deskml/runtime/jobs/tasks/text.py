@@ -11,9 +11,9 @@ import numpy as np
 from deskml.core.types import EmbedRequest
 from deskml.engines.trained import head_bytes
 from deskml.runtime.jobs.datasets import parse_text_dataset
-from deskml.runtime.jobs.serving import TEXT_KIND
 from deskml.runtime.jobs.task_context import JobContext
 from deskml.runtime.jobs.tasks.training import TrainConfig, fit_and_evaluate, split
+from deskml.runtime.service_models.tasks import TEXT_KIND
 
 EMBED_CHUNK = 32  # texts per embedding call: progress moves often, live requests interleave
 

@@ -7,20 +7,24 @@ and where the forward passes of concurrent requests to one model are merged by a
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from deskml.core.context import current_record
-from deskml.core.errors import BadRequest
+from deskml.core.errors import BadRequest, ModelNotFound
 from deskml.core.rerank import RerankHit, RerankRequest, RerankResult
 from deskml.core.types import EmbedRequest, EmbedResult, Timings
 from deskml.core.vision import ClassifyResult, DetectResult, OcrResult, Prediction
 from deskml.engines.spec import ServiceSpec
-from deskml.runtime.batching import MicroBatcher
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.batching import MicroBatcher
+from deskml.runtime.service_models.manager import ServiceManager
 
 MAX_TOP_K = 1000
+MAX_TEXT_INPUTS = 2048
+TEXT_KIND: Final = "text-classify"  # the kinds of the heads classifier jobs train
+IMAGE_KIND: Final = "classify"
 
 
 def _renormalize(vector: list[float]) -> list[float]:
@@ -121,9 +125,7 @@ class ServiceTasks:
             raise BadRequest(f"top_k must be between 1 and {MAX_TOP_K}", param="top_k")
         spec = self.services.get_spec(model, "classify")
         if spec.options.get("backbone"):  # a head trained by an image-classifier job
-            from deskml.runtime.jobs.serving import classify_with_head
-
-            return await classify_with_head(self, spec, image, top_k, started)
+            return await self._classify_with_head(spec, image, top_k, started)
         engine, load_ns = await self.services.engine(spec)
         _note(spec.name, spec.kind)
         batcher = self.batcher(spec, engine, engine.forward)
@@ -135,6 +137,63 @@ class ServiceTasks:
         return ClassifyResult(
             model=spec.name, predictions=predictions, load_ns=load_ns, total_ns=time.perf_counter_ns() - started
         )
+
+    # trained heads (classifier jobs: deskml/runtime/jobs/serving.py) -------------------------
+    async def classify_text(self, model: str, inputs: list[str], top_k: int | None = None
+                                ) -> tuple[str, list[list[Prediction]], int]:
+        """Labels with scores for each input text; returns (model, predictions per input, total ns)."""
+        started = time.perf_counter_ns()
+        if not inputs:
+            raise BadRequest("input must not be empty", param="input")
+        if len(inputs) > MAX_TEXT_INPUTS:
+            raise BadRequest(f"at most {MAX_TEXT_INPUTS} inputs per request", param="input")
+        if top_k is not None and not 1 <= top_k <= MAX_TOP_K:
+            raise BadRequest(f"top_k must be between 1 and {MAX_TOP_K}", param="top_k")
+        spec = self.services.find(model, TEXT_KIND)
+        if spec is None:
+            raise ModelNotFound(model)
+        head, _ = await self.services.engine(self.services.get_spec(spec.name, TEXT_KIND))
+        embedded = await self.embed(EmbedRequest(model=spec.options["base"], inputs=inputs))
+        import numpy as np  # an optional extra's dependency: imported when a trained model is used
+
+        probs = head.predict(np.asarray(embedded.embeddings, dtype=np.float32))
+        _note(spec.name, "linear-head")
+        k = top_k or len(head.labels)
+        out = [[Prediction(index=i, label=label, score=score) for i, label, score in head.top(row, k)] for row in probs]
+        return spec.name, out, time.perf_counter_ns() - started
+
+
+    async def image_features(self, backbone: str, images: list[bytes], names: list[str] | None = None) -> Any:
+        """The frozen backbone's pooled features of each picture, through the backbone's own batcher;
+        a picture that cannot be decoded is a BadRequest naming it (from `names`)."""
+        spec = self.services.get_spec(backbone, "classify")
+        engine, _ = await self.services.engine(spec)
+        batcher = self.batcher(spec, engine, engine.features, key=f"{spec.name}#features")
+
+        async def one(index: int, data: bytes) -> Any:
+            with batcher.incoming():
+                try:
+                    pixels = await self.services.run(spec, engine.preprocess, data)
+                except BadRequest as exc:
+                    name = names[index] if names else f"picture #{index + 1}"
+                    raise BadRequest(f"{name}: {exc.message}") from None
+                pending = batcher.enqueue(pixels)
+            return await pending
+
+        import numpy as np  # an optional extra's dependency: imported when a trained model is used
+
+        return np.stack(await asyncio.gather(*(one(i, image) for i, image in enumerate(images))))
+
+
+    async def _classify_with_head(self, spec: ServiceSpec, image: bytes, top_k: int, started: int) -> ClassifyResult:
+        """`/api/vision/classify` for a trained image head: backbone features, then the head."""
+        head, load_ns = await self.services.engine(spec)
+        features = await self.image_features(spec.options["backbone"], [image])
+        probs = head.predict(features)[0]
+        _note(spec.name, "linear-head")
+        predictions = [Prediction(index=i, label=label, score=score) for i, label, score in head.top(probs, top_k)]
+        return ClassifyResult(model=spec.name, predictions=predictions, load_ns=load_ns,
+                              total_ns=time.perf_counter_ns() - started)
 
     async def ocr(self, model: str | None, image: bytes) -> OcrResult:
         started = time.perf_counter_ns()

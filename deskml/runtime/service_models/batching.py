@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 from deskml.core.aio import wait_event
 
-log = logging.getLogger("deskml.runtime.batching")
+log = logging.getLogger("deskml.runtime.service_models.batching")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")

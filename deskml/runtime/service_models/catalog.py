@@ -7,7 +7,7 @@ engines live in `deskml/engines/` and are imported only when a request needs the
 from __future__ import annotations
 
 from deskml.engines.spec import ServiceSpec
-from deskml.runtime.service_models import embedding_and_vision_specs
+from deskml.runtime.service_models.listing import embedding_and_vision_specs
 
 
 def service_specs() -> list[ServiceSpec]:

@@ -19,7 +19,7 @@ from deskml.core import media as m
 from deskml.core.errors import BadRequest, NotImplementedFeature
 from deskml.core.extras import install_command
 from deskml.engines.spec import ServiceKind, ServiceSpec, importable
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
 
 T = TypeVar("T")
 _END = object()

