@@ -110,7 +110,7 @@ class InferenceService:
                 template or "", system=None, messages=[_template_message(m) for m in messages], tools=[]
             )
             run = self._run(entry, request, prepared, priority)
-            async with aclosing(tools.constrained_events(plan, run)) as events:
+            async with aclosing(tools.planned_events(plan, run)) as events:
                 async for event in events:
                     yield event
             return
@@ -123,7 +123,7 @@ class InferenceService:
             prepared.messages = list(messages)
             try:
                 run = self._run(entry, request, prepared, priority)
-                async with aclosing(tools.constrained_events(plan, run)) as events:
+                async with aclosing(tools.planned_events(plan, run)) as events:
                     async for event in events:
                         yield event
                 return

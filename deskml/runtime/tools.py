@@ -289,15 +289,16 @@ class ConstrainedReply:
         return done
 
 
-async def constrained_events(tool_plan: ToolPlan,
-                             events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
-    """The engine's events for `tool_plan`: parsed into calls or answer text when constrained."""
+def planned_events(tool_plan: ToolPlan, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    """The engine's events for `tool_plan`: parsed into calls or answer text when constrained, else
+    the engine's own stream (no pass-through hop per token)."""
+    return events if tool_plan.mode != "constrained" else _constrained_events(events, tool_plan.content_is_json)
+
+
+async def _constrained_events(events: AsyncGenerator[Event, None],
+                              content_is_json: bool) -> AsyncGenerator[Event, None]:
     async with aclosing(events) as stream:
-        if tool_plan.mode != "constrained":
-            async for event in stream:
-                yield event
-            return
-        reply = ConstrainedReply(tool_plan.content_is_json)
+        reply = ConstrainedReply(content_is_json)
         async for event in stream:
             if isinstance(event, Done):
                 yield reply.finish(event)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, TypeAdapter
 
 from deskml.core.cache import CacheKind, is_deterministic
-from deskml.core.context import current_record
+from deskml.core.context import RequestRecord, current_record
 from deskml.core.types import Done, Event, SamplingOptions
 
 log = logging.getLogger("deskml.cache")
@@ -131,17 +131,20 @@ class ResponseCacheService:
         self.ttl = ttl
         self._failed_at = 0.0
 
-    async def stream(
+    def stream(
         self, kind: CacheKind, identity: dict[str, Any], request: BaseModel, sampling: SamplingOptions,
         produce: Callable[[], AsyncGenerator[Event, None]],
     ) -> AsyncGenerator[Event, None]:
         record = current_record()
         mode = record.extra.get("cache_mode") if record is not None else None
         if mode == "off" or not is_deterministic(sampling):
-            async with contextlib.aclosing(produce()) as events:
-                async for event in events:
-                    yield event
-            return
+            return produce()  # never cached: the engine's own stream, without a pass-through hop per token
+        return self._cached(kind, identity, request, produce, record, mode)
+
+    async def _cached(
+        self, kind: CacheKind, identity: dict[str, Any], request: BaseModel,
+        produce: Callable[[], AsyncGenerator[Event, None]], record: RequestRecord | None, mode: Any,
+    ) -> AsyncGenerator[Event, None]:
         key = cache_key(kind, identity, request)
         if mode != "refresh":
             stored = await self._get(key)
