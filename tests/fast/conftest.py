@@ -118,11 +118,11 @@ class Dropped:
 
 
 async def drop_after(app: FastAPI, path: str, body: dict[str, Any], *, received: int | None = None,
-                     seconds: float | None = None) -> Dropped:
+                     leave: asyncio.Event | None = None) -> Dropped:
     """POST `body` to `path` as a raw ASGI client that disconnects once `received` body bytes came (a
-    reader leaving mid-stream), or after `seconds` (a caller giving up while queued); returns when the
-    app has finished with the request."""
-    gone = asyncio.Event()
+    reader leaving mid-stream) or when `leave` is set (a caller giving up while queued); returns once
+    the app has finished with the request, which must be soon after."""
+    gone = leave or asyncio.Event()
     seen = Dropped()
     request_sent = False
 
@@ -147,9 +147,5 @@ async def drop_after(app: FastAPI, path: str, body: dict[str, Any], *, received:
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
              "headers": [(b"host", b"testserver"), (b"content-type", b"application/json")],
              "client": ("127.0.0.1", 50000), "server": ("testserver", 80)}
-    call = asyncio.ensure_future(app(scope, receive, send))
-    if seconds is not None:
-        await asyncio.sleep(seconds)
-        gone.set()
-    await asyncio.wait_for(call, timeout=10)
+    await asyncio.wait_for(app(scope, receive, send), timeout=10)
     return seen
