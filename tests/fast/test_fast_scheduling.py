@@ -66,7 +66,8 @@ def test_slots_run_at_once_a_bounded_queue_waits_and_a_full_one_is_503(tmp_path:
             gate.set()
             replies = await asyncio.gather(*first, third)
             assert [r.json()["response"] for r in replies] == ["one", "two", "three"]
-            assert [r.prompt or r.messages[-1].content for r in loader.engine.requests] == ["one", "two", "three"]
+            order = [r.prompt or r.messages[-1].content for r in loader.engine.requests]
+            assert sorted(order[:2]) == ["one", "two"] and order[2] == "three"  # the queued one ran last
             assert await _counts(http, 0, 0)
 
     asyncio.run(scenario())
@@ -130,10 +131,10 @@ def test_keep_alive_loads_unloads_and_ps_shows_the_model(fake_app: AppFactory) -
     assert model["name"] == model["model"] == MODEL and len(model["digest"]) == 64
     assert (model["slots"], model["running"], model["queued"], model["context_length"]) == (2, 0, 0, 2048)
     assert (model["processor"], model["device"], model["size_vram"]) == ("100% CPU", "cpu", 0)
-    assert model["details"]["family"] == "llama" and 295 < _expires_in(model) <= 300  # the default, 300 s
+    assert model["details"]["family"] == "llama" and 290 < _expires_in(model) <= 300  # the default, 300 s
 
     client.post("/api/generate", json={"model": MODEL, "keep_alive": "10m"})
-    assert 595 < _expires_in(client.get("/api/ps").json()["models"][0]) <= 600
+    assert 590 < _expires_in(client.get("/api/ps").json()["models"][0]) <= 600
     client.post("/api/generate", json={"model": MODEL, "keep_alive": -1})
     assert client.get("/api/ps").json()["models"][0]["expires_at"].startswith("2318-")  # forever
 
