@@ -13,10 +13,10 @@ import asyncio
 import contextlib
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 import pytest
@@ -28,10 +28,25 @@ from deskml.core.types import EngineRequest
 from tests.conftest import MODEL, make_settings
 from tests.fake_engine import FakeEngine, FakeLoader
 
-__all__ = ["MODEL", "AppFactory", "Dropped", "drop_after", "fake_application", "last_request", "ndjson", "running",
-           "sse", "text_engine"]
+__all__ = ["MODEL", "AppFactory", "Dropped", "Reply", "drop_after", "fake_application", "last_request", "ndjson",
+           "running", "sse", "text_engine"]
 
 AppFactory = Callable[..., TestClient]
+
+
+class Reply(Protocol):
+    """An HTTP reply as TestClient (on its own copy of httpx) and httpx both give it."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def json(self, **kwargs: Any) -> Any: ...
 
 
 def fake_application(data_dir: Path, loader: FakeLoader | None = None, **overrides: object) -> FastAPI:
@@ -76,7 +91,7 @@ def last_request(loader: FakeLoader) -> EngineRequest:
     return text_engine(loader).requests[-1]
 
 
-def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
+def ndjson(response: Reply) -> list[dict[str, Any]]:
     """An NDJSON reply's objects; every line must be one whole JSON object ending in a newline."""
     assert response.text.endswith("\n"), response.text[-200:]
     lines = response.text.split("\n")[:-1]
@@ -84,7 +99,7 @@ def ndjson(response: httpx.Response) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines]
 
 
-def sse(response: httpx.Response) -> list[dict[str, Any]]:
+def sse(response: Reply) -> list[dict[str, Any]]:
     """An OpenAI SSE stream's chunks: each event one `data: ` line and a blank line, ending in [DONE]."""
     assert response.headers["content-type"].startswith("text/event-stream")
     events = response.text.split("\n\n")
@@ -134,7 +149,7 @@ async def drop_after(app: FastAPI, path: str, body: dict[str, Any], *, received:
         await gone.wait()
         return {"type": "http.disconnect"}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             seen.status = message["status"]
             seen.headers = {k.decode(): v.decode() for k, v in message.get("headers", [])}

@@ -11,7 +11,6 @@ from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -19,13 +18,13 @@ from deskml.core.errors import EngineError
 from deskml.core.types import EngineRequest, Event
 from deskml.engines.contract import LoadConfig
 from tests.fake_engine import FakeEngine, FakeLoader
-from tests.fast.conftest import MODEL, AppFactory, fake_application, ndjson, running
+from tests.fast.conftest import MODEL, AppFactory, Reply, fake_application, ndjson, running
 
 JSON = {"content-type": "application/json"}
 HELLO = [{"role": "user", "content": "hello"}]
 
 
-def _message(path: str, response: httpx.Response) -> str:
+def _message(path: str, response: Reply) -> str:
     """The error's text, once the body is checked to be exactly the shape of `path`'s dialect."""
     body = response.json()
     if path.startswith("/v1/"):
