@@ -51,7 +51,7 @@ class Reply(Protocol):
 
 def fake_application(data_dir: Path, loader: FakeLoader | None = None, **overrides: object) -> FastAPI:
     """The app on the fake engine; the response cache is off unless a test turns it on, so each request
-    reaches the engine and `loader.engine.requests` shows what it got."""
+    reaches the engine and `last_request(loader)` shows what it got."""
     settings = make_settings(data_dir, **{"cache": False, **overrides})
     return create_app(settings, engine_loader=loader or FakeLoader())
 
