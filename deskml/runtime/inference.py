@@ -287,7 +287,9 @@ class InferenceService:
             )
 
     # internals ---------------------------------------------------------------------------
-    def _recorded(self, request: ChatRequest | GenerateRequest, events: AsyncGenerator[Event, None]) -> AsyncGenerator[Event, None]:
+    def _recorded(
+        self, request: ChatRequest | GenerateRequest, events: AsyncGenerator[Event, None]
+    ) -> AsyncGenerator[Event, None]:
         """Note input and output on the request record when the history keeps them."""
         if self.settings.history and self.settings.history_content:
             return recorded(request, events)
