@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError
@@ -123,7 +123,7 @@ def note_error(message: str) -> None:
         record.error = message
 
 
-def install_handlers(app: Any) -> None:
+def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(DeskmlError)
     async def _deskml(request: Request, exc: DeskmlError) -> JSONResponse:
         services = built_services(request)

@@ -83,6 +83,8 @@ class DiffusersEngine:
             pipe.set_progress_bar_config(disable=True)
             self.pipe = pipe.to("cpu")
         unet = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        if unet is None:  # every text-to-image pipeline has a denoiser, whose config gives the native size
+            raise ModelLoadError(f"{self.path} is no text-to-image pipeline: it has neither a unet nor a transformer")
         native = int(getattr(unet.config, "sample_size", 64)) * int(getattr(pipe, "vae_scale_factor", 8))
         self.defaults = {"width": native, "height": native, "steps": 25, "guidance_scale": 7.5}
         self.defaults.update(read_defaults(self.path))

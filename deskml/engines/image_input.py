@@ -40,8 +40,7 @@ def decode_rgb(data: bytes, field: str = "image", min_side: int | None = None) -
                          "(JPEG, PNG, WebP, GIF, BMP, TIFF)", param=field) from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning, OSError, SyntaxError, ValueError) as exc:
         raise BadRequest(f"'{field}' is a damaged or unreadable image: {exc}", param=field) from exc
-    image = ImageOps.exif_transpose(image)
-    return image.convert("RGB")
+    return ImageOps.exif_transpose(image).convert("RGB")
 
 
 def rgb_array(image: Image.Image) -> np.ndarray:

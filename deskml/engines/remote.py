@@ -65,14 +65,17 @@ class RemoteEngine:
     async def close(self) -> None:
         await self._client.aclose()
 
+    def _timeout(self, seconds: float | None) -> float | httpx.Timeout:
+        """A per-call timeout, else the client's own (httpx reads `timeout=None` as "wait forever")."""
+        return self._client.timeout if seconds is None else seconds
+
     # discovery ---------------------------------------------------------------------------------
     async def list_models(self, timeout: float | None = None,
                           headers: dict[str, str] | None = None) -> list[RemoteModel]:
         """The models the upstream serves; raises UpstreamUnavailable with the reason when it cannot say."""
         path = "/v1/models" if self.kind == "openai" else "/api/tags"
-        extra = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = await self._client.get(path, headers=headers, **extra)
+            response = await self._client.get(path, headers=headers, timeout=self._timeout(timeout))
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         if response.status_code >= 400:
@@ -99,9 +102,9 @@ class RemoteEngine:
         """Whether an Ollama-style server (a deskml node) answers for `model` (`POST /api/show`): it may
         resolve names, such as aliases, that its model list does not show. Raises UpstreamUnavailable
         when it cannot say."""
-        extra = {"timeout": timeout} if timeout is not None else {}
         try:
-            response = await self._client.post("/api/show", json={"model": model}, headers=headers, **extra)
+            response = await self._client.post("/api/show", json={"model": model}, headers=headers,
+                                               timeout=self._timeout(timeout))
         except httpx.HTTPError as exc:
             raise self._unreachable(exc) from None
         if response.status_code in {400, 404}:

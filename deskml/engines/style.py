@@ -53,6 +53,6 @@ class StyleEngine:
         except StyleTransferError as exc:
             raise BadRequest(str(exc), param="style") from exc
         if out.size != size:
-            out = out.resize(size, Image.LANCZOS)
+            out = out.resize(size, Image.Resampling.LANCZOS)
         return StyleResult(model=self.spec.name, image=encode_image(out, req.format), format=req.format,
                            width=size[0], height=size[1], total_ns=time.perf_counter_ns() - started)

@@ -20,7 +20,7 @@ import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -80,7 +80,9 @@ def export_onnx(model: Any) -> bytes:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
         torch.onnx.export(
-            model, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), buffer, input_names=["input"],
+            # torch types `f` as a path, but the TorchScript exporter (dynamo=False) writes to any file-like
+            # object (torchscript_exporter.onnx_proto_utils._export_file takes `io.BytesIO | str`).
+            model, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), cast(Any, buffer), input_names=["input"],
             output_names=["logits", "features"],
             dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
             opset_version=17, dynamo=False,
@@ -95,7 +97,8 @@ def cpu_threads() -> int:
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
+    probabilities: np.ndarray = exp / exp.sum(axis=-1, keepdims=True)  # numpy types keepdims reductions as Any
+    return probabilities
 
 
 def session_device(session: Any) -> str:

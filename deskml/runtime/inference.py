@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
@@ -76,9 +76,9 @@ class InferenceService:
         self._fim_texts: dict[str, tuple[str, str, str] | None] = {}  # model file -> FIM token texts
 
     # public API --------------------------------------------------------------------------
-    async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+    async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncGenerator[Event, None]:
         check_unicode(request)  # every caller (dialects, batches, the web UI): no engine sees a lone surrogate
-        def local(req: ChatRequest) -> AsyncIterator[Event]:
+        def local(req: ChatRequest) -> AsyncGenerator[Event, None]:
             return self._admit("chat", req, lambda sampling: self._chat_fresh(req, priority, sampling))
 
         events = local(request) if self.router is None else self.router.stream("chat", request, local)
@@ -88,7 +88,7 @@ class InferenceService:
 
     async def _chat_fresh(
         self, request: ChatRequest, priority: int, sampling: SamplingOptions | None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         entry = self.registry.get(request.model)
         template = entry.manifest.template
         go_template = bool(template) and gotemplate.is_go_template(template or "")
@@ -151,9 +151,9 @@ class InferenceService:
         except (OSError, ValueError):
             return None
 
-    async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncIterator[Event]:
+    async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncGenerator[Event, None]:
         check_unicode(request)
-        def local(req: GenerateRequest) -> AsyncIterator[Event]:
+        def local(req: GenerateRequest) -> AsyncGenerator[Event, None]:
             return self._admit("generate", req, lambda sampling: self._generate_fresh(req, priority, sampling))
 
         routed = local(request) if self.router is None else self.router.stream("generate", request, local)
@@ -163,7 +163,7 @@ class InferenceService:
 
     async def _generate_fresh(
         self, request: GenerateRequest, priority: int, sampling: SamplingOptions | None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         entry = self.registry.get(request.model)
         if request.images:
             raise BadRequest(f"model '{entry.name}' does not support images")
@@ -206,12 +206,12 @@ class InferenceService:
                 prompt_text = prompt_text[_chars_to_cut(prompt_text, overflow) :]
                 set_prompt(prompt_text)  # a template or system prompt stays whole around the cut prompt
 
-    async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None,
-                   gpu: dict[str, int | None] | None = None) -> Done:
-        gpu = gpu or {}
+    async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None, *,
+                   num_gpu: int | None = None, main_gpu: int | None = None) -> Done:
         if self.router is not None and not self.serves_locally(name, "chat") and self.router.knows(name):
             return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
-        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx, **gpu)
+        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx,
+                                                          num_gpu=num_gpu, main_gpu=main_gpu)
         if keep_alive == 0:
             await self.manager.unload(name)
             return Done(reason="unload", model=model.name)
@@ -287,7 +287,9 @@ class InferenceService:
             )
 
     # internals ---------------------------------------------------------------------------
-    def _recorded(self, request: ChatRequest | GenerateRequest, events: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    def _recorded(
+        self, request: ChatRequest | GenerateRequest, events: AsyncGenerator[Event, None]
+    ) -> AsyncGenerator[Event, None]:
         """Note input and output on the request record when the history keeps them."""
         if self.settings.history and self.settings.history_content:
             return recorded(request, events)
@@ -295,8 +297,8 @@ class InferenceService:
 
     def _admit(
         self, kind: CacheKind, request: ChatRequest | GenerateRequest,
-        produce: Callable[[SamplingOptions | None], AsyncIterator[Event]],
-    ) -> AsyncIterator[Event]:
+        produce: Callable[[SamplingOptions | None], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
         """Size-check the request, then answer it through the response cache when one is set. `produce`
         gets the resolved sampling when the cache needed it first (None: it resolves its own)."""
         check_input_size(request, self.settings.max_prompt_chars)
@@ -322,7 +324,7 @@ class InferenceService:
 
     async def _run(
         self, entry: ModelEntry, request: InferenceCommon, prepared: EngineRequest, priority: int
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         started = time.perf_counter_ns()
         record = current_record()
         sent = 0  # streamed events: about one token each

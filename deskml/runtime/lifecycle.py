@@ -250,7 +250,7 @@ class ModelManager:
             if task is None:
                 task = asyncio.create_task(self._replace(entry, kind, ctx, gpu), name=f"load {entry.name}")
                 self._loading[key] = task
-                task.add_done_callback(lambda _t, k=key: self._loading.pop(k, None))
+                task.add_done_callback(lambda _task: self._loading.pop(key, None))
             # Counted while waiting, so that a request for another context length cannot unload the
             # copy between its load and this waiter's pin.
             self._waiting[key] = self._waiting.get(key, 0) + 1

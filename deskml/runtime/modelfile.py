@@ -80,7 +80,9 @@ def parse(text: str) -> Modelfile:
     result = Modelfile()
     pos = 0
     while True:
-        pos = _SKIP.match(text, pos).end()
+        skip = _SKIP.match(text, pos)
+        assert skip is not None  # _SKIP matches the empty string too
+        pos = skip.end()
         if pos >= len(text):
             break
         word = _WORD.match(text, pos)

@@ -22,7 +22,7 @@ router = APIRouter()
 
 def job_out(job: JobInfo) -> wire.JobOut:
     return wire.JobOut(
-        id=job.id, kind=job.kind, state=job.state, current=job.current, total=job.total,  # type: ignore[arg-type]
+        id=job.id, kind=job.kind, state=job.state, current=job.current, total=job.total,
         progress=round(min(1.0, job.current / job.total), 4) if job.total else (1.0 if job.state == "SUCCESS" else 0.0),
         message=job.message, result=job.result, error=job.error, stats=job.stats, params=job.params,
         owner=job.owner, executor=job.executor, worker=job.worker, attempts=job.attempts,

@@ -82,7 +82,7 @@ def message(value: wire.Message, index: int) -> core.ChatMessage:
     if value.role not in _ROLES:
         raise BadRequest(f"messages[{index}].role must be one of system, user, assistant, tool")
     return core.ChatMessage(
-        role=value.role,  # type: ignore[arg-type]
+        role=value.role,
         content=value.content or "",
         images=images(value.images),
         tool_calls=[_tool_call(c, i) for i, c in enumerate(value.tool_calls or [])],

@@ -131,7 +131,7 @@ def message(value: wire.Message, index: int) -> core.ChatMessage:
     if role == "tool" and value.role == "tool" and not value.tool_call_id:
         raise BadRequest(f"{where}.tool_call_id is required for a tool message", param=f"{where}.tool_call_id")
     return core.ChatMessage(
-        role=role,  # type: ignore[arg-type]
+        role=role,
         content=text or (value.refusal or ""),
         images=images,
         tool_calls=calls if role == "assistant" else [],
@@ -180,7 +180,7 @@ def tool_choice(req: wire.ChatCompletionRequest) -> core.ToolChoice:
         if value not in {"auto", "none", "required"}:
             raise BadRequest(f"tool_choice must be auto, none, required or a named function, not '{value}'",
                              param="tool_choice")
-        return core.ToolChoice(mode=value)  # type: ignore[arg-type]
+        return core.ToolChoice(mode=value)
     name = value.function.name if isinstance(value, wire.NamedToolChoice) else value.name
     return core.ToolChoice(mode="function", name=name)
 
@@ -194,6 +194,7 @@ def chat_request(req: wire.ChatCompletionRequest) -> core.ChatRequest:
     top = req.top_logprobs or 0
     if not 0 <= top <= core.MAX_TOP_LOGPROBS:
         raise BadRequest(f"top_logprobs must be between 0 and {core.MAX_TOP_LOGPROBS}", param="top_logprobs")
+    max_tokens: int | None
     if req.max_completion_tokens is not None:
         max_tokens, max_name = req.max_completion_tokens, "max_completion_tokens"
     else:

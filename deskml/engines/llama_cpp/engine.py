@@ -29,7 +29,12 @@ from deskml.engines.openai_wire import ChunkTranslator
 
 log = logging.getLogger("deskml.engines.llama_cpp")
 
-_END = object()
+
+class _End:
+    """What the worker thread queues after llama.cpp's last chunk."""
+
+
+_END = _End()
 
 
 def _restore_python_signal_handlers() -> None:
@@ -170,11 +175,12 @@ class _Task:
 
     def __init__(self, executor: ThreadPoolExecutor, call: Callable[..., Any], body: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        # llama.cpp's chunks (JSON objects), then the worker's exception if it raised, then _END
+        self._queue: asyncio.Queue[dict[str, Any] | Exception | _End] = asyncio.Queue()
         self._cancel = threading.Event()
         queue, cancel = self._queue, self._cancel
 
-        def on_chunk(chunk: Any) -> bool:
+        def on_chunk(chunk: dict[str, Any]) -> bool:
             loop.call_soon_threadsafe(queue.put_nowait, chunk)
             return cancel.is_set()
 
@@ -191,7 +197,7 @@ class _Task:
     async def next(self) -> dict[str, Any] | None:
         """The next chunk; None at the end. An engine error raises."""
         item = await self._queue.get()
-        if item is _END:
+        if isinstance(item, _End):
             return None
         if isinstance(item, Exception):
             raise _engine_error(str(item))

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -340,20 +340,20 @@ class UpstreamRouter:
     # running ---------------------------------------------------------------------------------
     def stream(
         self, task: Literal["chat", "generate"], request: ChatRequest | GenerateRequest,
-        local: Callable[[Any], AsyncIterator[Event]],
-    ) -> AsyncIterator[Event]:
+        local: Callable[[Any], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
         return self._stream(task, request, local)
 
     async def _stream(
         self, task: Literal["chat", "generate"], request: ChatRequest | GenerateRequest,
-        local: Callable[[Any], AsyncIterator[Event]],
-    ) -> AsyncIterator[Event]:
+        local: Callable[[Any], AsyncGenerator[Event, None]],
+    ) -> AsyncGenerator[Event, None]:
         whole = reply_is_whole()  # read before anything runs: it is the consumer's context
         targets = await self.targets(task, request)
         if _only_local(targets, request):
             events = local(request)  # nothing to route: the local path exactly as without a router
         else:
-            def attempt(target: Target, upstream: Upstream | None) -> AsyncIterator[Event]:
+            def attempt(target: Target, upstream: Upstream | None) -> AsyncGenerator[Event, None]:
                 if upstream is None:
                     return local(request if target.model == request.model else request.model_copy(
                         update={"model": target.model}))
@@ -372,7 +372,7 @@ class UpstreamRouter:
         if _only_local(targets, request):
             return await local(request)
 
-        async def attempt(target: Target, upstream: Upstream | None) -> AsyncIterator[EmbedResult]:
+        async def attempt(target: Target, upstream: Upstream | None) -> AsyncGenerator[EmbedResult, None]:
             if upstream is None:
                 yield await local(request.model_copy(update={"model": target.model}))
             else:
@@ -384,9 +384,9 @@ class UpstreamRouter:
         raise _exhausted(request.model, [])  # a backend ended without a result: not one of ours
 
     async def _failover(
-        self, model: str, targets: list[Target], attempt: Callable[[Target, Upstream | None], AsyncIterator[T]],
+        self, model: str, targets: list[Target], attempt: Callable[[Target, Upstream | None], AsyncGenerator[T, None]],
         *, whole: bool,
-    ) -> AsyncIterator[T]:
+    ) -> AsyncGenerator[T, None]:
         """Try `targets` in order until one answers. The cut-off is the client's first byte: a stream's
         first event goes out at once, so a failure before it moves on to the next backend; a whole reply
         (`whole`: the client gets nothing until it is complete) is held here until complete, so a failure
@@ -488,7 +488,7 @@ class UpstreamRouter:
             record = current_record()
             if record is not None and target.backend != LOCAL:
                 record.prompt_tokens += event.prompt_tokens
-            return event.model_copy(update={"model": target.name})  # type: ignore[return-value]
+            return event.model_copy(update={"model": target.name})
         if isinstance(event, Done):
             if target.backend != LOCAL:
                 record = current_record()
@@ -498,7 +498,7 @@ class UpstreamRouter:
                     record.completion_tokens += t.eval_count
                     record.prompt_eval_ns += t.prompt_eval_ns
                     record.eval_ns += t.eval_ns
-            return event.model_copy(update={"model": target.name})  # type: ignore[return-value]
+            return event.model_copy(update={"model": target.name})
         return event
 
 
@@ -519,6 +519,6 @@ def _exhausted(model: str, failures: list[str]) -> UpstreamUnavailable:
     return UpstreamUnavailable(f"no backend could answer '{model}': {detail}", retry_after=5.0)
 
 
-async def _close(events: AsyncIterator[Any]) -> None:
+async def _close(events: AsyncGenerator[Any, None]) -> None:
     with contextlib.suppress(BaseException):
-        await events.aclose()  # type: ignore[attr-defined]
+        await events.aclose()
