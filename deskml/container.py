@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 
+from deskml.core.errors import Busy
 from deskml.engines.contract import EngineLoader
 from deskml.runtime.hub.service import Hub
 from deskml.runtime.inference import InferenceService
@@ -98,7 +99,8 @@ class ServicesRef:
 
     def get(self) -> Services:
         if self._services is None:
-            raise RuntimeError("the app's services are not built: its lifespan has not started (or has ended)")
+            # Only before the lifespan has built them or after it closed them: a clear 503, never a 500.
+            raise Busy("the server is starting or stopping", retry_after=1.0)
         return self._services
 
     def drain(self) -> Drain | None:

@@ -69,12 +69,19 @@ def test_error_bodies_follow_the_dialect(spec: dict[str, Any]) -> None:
                                                                 "type": "boolean"}
 
 
-def test_validation_errors_are_400_in_the_dialects_shape(bare: TestClient) -> None:
-    reply = bare.post("/v1/embeddings", json={})
-    assert reply.status_code == 400
-    assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
-    reply = bare.post("/api/llm/generate", json={})
-    assert reply.status_code == 400 and reply.json()["success"] is False
+def test_validation_errors_are_400_in_the_dialects_shape(tmp_path: Path) -> None:
+    with TestClient(create_app(make_settings(tmp_path))) as started:
+        reply = started.post("/v1/embeddings", json={})
+        assert reply.status_code == 400
+        assert set(reply.json()["error"]) == {"message", "type", "param", "code"}
+        reply = started.post("/api/llm/generate", json={})
+        assert reply.status_code == 400 and reply.json()["success"] is False
+
+
+def test_a_request_before_start_up_is_a_503_not_a_500(bare: TestClient) -> None:
+    reply = bare.post("/v1/embeddings", json={"model": "all-minilm", "input": "hi"})
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "1"
+    assert reply.json()["error"]["message"] == "the server is starting or stopping"
 
 
 def test_success_content_types_include_streams_and_audio(spec: dict[str, Any]) -> None:
