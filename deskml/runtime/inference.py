@@ -76,15 +76,16 @@ class InferenceService:
         self._fim_texts: dict[str, tuple[str, str, str] | None] = {}  # model file -> FIM token texts
 
     # public API --------------------------------------------------------------------------
-    async def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncGenerator[Event, None]:
+    # chat and generate are plain functions returning the stream they pick, not generators re-yielding
+    # it: a check that fails (Unicode, size, an unknown model) raises here, before anything streams, and
+    # each token crosses one generator fewer.
+    def chat(self, request: ChatRequest, *, priority: int = PRIORITY_LIVE) -> AsyncGenerator[Event, None]:
         check_unicode(request)  # every caller (dialects, batches, the web UI): no engine sees a lone surrogate
         def local(req: ChatRequest) -> AsyncGenerator[Event, None]:
             return self._admit("chat", req, lambda sampling: self._chat_fresh(req, priority, sampling))
 
         events = local(request) if self.router is None else self.router.stream("chat", request, local)
-        async with aclosing(self._recorded(request, events)) as events:
-            async for event in events:
-                yield event
+        return self._recorded(request, events)
 
     async def _chat_fresh(
         self, request: ChatRequest, priority: int, sampling: SamplingOptions | None
@@ -151,15 +152,13 @@ class InferenceService:
         except (OSError, ValueError):
             return None
 
-    async def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncGenerator[Event, None]:
+    def generate(self, request: GenerateRequest, *, priority: int = PRIORITY_LIVE) -> AsyncGenerator[Event, None]:
         check_unicode(request)
         def local(req: GenerateRequest) -> AsyncGenerator[Event, None]:
             return self._admit("generate", req, lambda sampling: self._generate_fresh(req, priority, sampling))
 
         routed = local(request) if self.router is None else self.router.stream("generate", request, local)
-        async with aclosing(self._recorded(request, routed)) as events:
-            async for event in events:
-                yield event
+        return self._recorded(request, routed)
 
     async def _generate_fresh(
         self, request: GenerateRequest, priority: int, sampling: SamplingOptions | None
