@@ -129,7 +129,7 @@ def test_a_worker_killed_mid_job_leaves_it_to_the_other_worker(cluster: Cluster)
                                                  "completion_window": "24h"}).json()
         # Waits are on the job moving, not on the clock: on a loaded machine (CI with another CPU-heavy
         # process) the other worker took over within seconds but then ran the 24 lines at a minute each.
-        job = wait_job(client, batch["id"], {"PROGRESS"}, settled=False, timeout=180,
+        job = wait_job(client, batch["id"], {"PROGRESS"}, settled=False, timeout=300,
                        until=lambda job: job["current"] >= 2, explain=cluster.worker_logs)
         victim_pid = int(job["worker"].rsplit(":", 1)[1])
         victim = next(p for p in cluster.workers if p.pid == victim_pid)
