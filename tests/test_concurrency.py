@@ -19,6 +19,8 @@ from deskml.runtime.registry import Registry
 from deskml.runtime.store import ModelStore
 from tests.conftest import MODEL, ServerProcess, make_settings
 
+pytestmark = pytest.mark.slow  # every test here loads the real model
+
 PROMPTS = ["Write a story about a dragon.", "Explain how rain forms.", "List five fruits.", "What is Python?"]
 
 
