@@ -44,8 +44,8 @@ def test_a_frozen_runner_keeps_its_job_and_a_closed_one_lets_it_go(tmp_path: Pat
     keeper.start()
     try:
         _wait(lambda: _job(store, job_id).heartbeat_at != claimed_at, "the keeper's first heartbeat")
-        # The runner says nothing (its loop is frozen) for 10 stale periods: the keeper holds the job.
-        deadline = time.monotonic() + 10 * 4 * PERIOD
+        # The runner says nothing (its loop is frozen) for 3 stale periods: the keeper holds the job.
+        deadline = time.monotonic() + 3 * 4 * PERIOD
         while time.monotonic() < deadline:
             outcome, job = store.claim(job_id, "other")
             assert outcome == "busy" and job is not None and job.worker == "runner", outcome
