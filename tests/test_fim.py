@@ -86,6 +86,7 @@ def prompt_tokens(client: TestClient, text: str) -> int:
     return int(r.json()["usage"]["prompt_tokens"])
 
 
+@pytest.mark.slow  # the real model
 def test_suffix_builds_a_fim_prompt(fim_client: TestClient) -> None:
     prefix, suffix = "def add(a, b):\n", "\n    return result\n"
     r = fim_client.post("/v1/completions", json={"model": "smol-fim", "prompt": prefix, "suffix": suffix,

@@ -27,6 +27,7 @@ def _metric(text: str, name: str) -> list[str]:
     return [line for line in text.splitlines() if line.startswith(name + "{")]
 
 
+@pytest.mark.slow  # the real model
 def test_cpu_model_reports_zero_vram_and_100_percent_cpu(tmp_path: Path) -> None:
     """The real bundled model on this CPU machine: nothing on a GPU, exactly as before."""
     with TestClient(create_app(make_settings(tmp_path))) as client:

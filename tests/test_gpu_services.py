@@ -14,6 +14,7 @@ from deskml.runtime.service_models.media_catalog import media_specs
 from tests.conftest import make_settings
 
 
+@pytest.mark.slow  # the real MiniLM
 def test_embedding_model_falls_back_to_cpu_when_cuda_is_unusable(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     from deskml.engines.sentence import MiniLMEmbedder
@@ -30,6 +31,7 @@ def test_embedding_model_falls_back_to_cpu_when_cuda_is_unusable(
     assert len(vectors[0]) == 384 and counts[0] > 0
 
 
+@pytest.mark.slow  # the real MiniLM
 def test_embedding_model_stays_on_cpu_by_default() -> None:
     from deskml.engines.sentence import MiniLMEmbedder
 
@@ -41,6 +43,7 @@ def test_embedding_model_stays_on_cpu_by_default() -> None:
     assert engine.device == "cpu" and str(next(engine._model.parameters()).device) == "cpu"
 
 
+@pytest.mark.slow  # the real Whisper
 def test_whisper_falls_back_to_cpu_when_ctranslate2_cuda_fails(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     spec = next(s for s in media_specs(make_settings(tmp_path)) if s.name == "whisper:tiny.en")

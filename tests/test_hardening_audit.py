@@ -75,6 +75,7 @@ def _read_then_drop(url: str, lines: int) -> int:
     return read
 
 
+@pytest.mark.slow  # a server subprocess
 def test_tokens_of_a_dropped_stream_count_against_the_hourly_budget(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, env={"DESKML_RATE_LIMIT_TOKENS_PER_HOUR": "10"})
     try:
@@ -193,6 +194,7 @@ def test_the_json_log_line_survives_a_lone_surrogate() -> None:
 
 
 # content off: engine errors do not carry the prompt into history or the log ----------------------
+@pytest.mark.slow  # the real model
 def test_engine_error_text_is_not_recorded_when_content_is_off(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     secret = "my secret prompt 4711"

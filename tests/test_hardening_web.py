@@ -168,6 +168,7 @@ def test_host_and_origin_parsing() -> None:
 # -- JSON whatever the Content-Type -----------------------------------------------------------
 
 
+@pytest.mark.slow  # the real model
 @pytest.mark.parametrize("content_type", ["application/octet-stream", "application/x-ndjson", "text/plain", ""])
 def test_json_bodies_are_read_whatever_the_content_type(client: TestClient, content_type: str) -> None:
     headers = {"Content-Type": content_type} if content_type else {}
@@ -202,6 +203,7 @@ def test_blob_uploads_stay_raw(client: TestClient) -> None:
 # -- X-Forwarded-For / X-Real-IP ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # a server subprocess
 def test_rotating_x_forwarded_for_from_loopback_neither_dodges_the_rate_limit_nor_forges_the_log(
         tmp_path: Path) -> None:
     server = ServerProcess(tmp_path, env={"DESKML_RATE_LIMIT_REQUESTS_PER_MINUTE": "3",

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
@@ -58,6 +59,7 @@ def history(client: TestClient, key: str, **params: Any) -> dict[str, Any]:
     return r.json()  # type: ignore[no-any-return]
 
 
+@pytest.mark.slow  # the real model
 def test_requests_are_recorded_with_timings_tokens_content_and_who(database_url: str, tmp_path: Path) -> None:
     client, store = start(tmp_path, database_url)
     with client:
@@ -124,6 +126,7 @@ def test_requests_are_recorded_with_timings_tokens_content_and_who(database_url:
         assert client.get("/api/history?since=yesterday", headers=bearer(admin_key)).status_code == 400
 
 
+@pytest.mark.slow  # the real model
 def test_history_content_off_keeps_metadata_only(database_url: str, tmp_path: Path) -> None:
     client, store = start(tmp_path, database_url, history_content=False)
     with client:

@@ -35,6 +35,7 @@ def deskml(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str
                           text=True, timeout=120)
 
 
+@pytest.mark.slow  # a server subprocess
 def test_cli_pull_of_an_embedding_model_stops_before_downloading(base_server: ServerProcess) -> None:
     for name in ("all-minilm", "wordllama"):
         done = deskml(base_server, "pull", name)

@@ -27,6 +27,7 @@ def _store_with_model(root: Path, data: bytes, name: str = "tiny:latest") -> Reg
     return registry
 
 
+@pytest.mark.slow  # the real model
 def test_export_then_import_into_an_empty_data_dir_serves_the_model(hub_app: HubApp, tmp_path: Path) -> None:
     source_dir = tmp_path / "online"
     with hub_app(data_dir=source_dir) as client:

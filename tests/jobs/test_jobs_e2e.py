@@ -18,7 +18,7 @@ from openai import OpenAI
 
 from deskml.runtime.jobs.store import STALE_HEARTBEATS
 from tests.conftest import ServerProcess
-from tests.jobs.conftest import upload, wait_job
+from tests.jobs.conftest import MOVING_CAP, upload, wait_job
 from tests.jobs.jobdata import batch_jsonl, intents_csv
 
 pytestmark = pytest.mark.e2e
@@ -37,12 +37,20 @@ def jobs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
 
 
 def _wait_batch(client: OpenAI, batch_id: str, timeout: float = 300) -> object:
-    deadline = time.monotonic() + timeout
+    """Until the batch ends; fails when it has not moved (status, lines done) for `timeout` seconds, since
+    a loaded machine runs fifty lines slowly but a stuck batch stops moving (MOVING_CAP bounds the whole)."""
+    started = last_move = time.monotonic()
+    motion: tuple[object, ...] = ()
     while True:
         batch = client.batches.retrieve(batch_id)
         if batch.status in {"completed", "failed", "cancelled", "expired"}:
             return batch
-        assert time.monotonic() < deadline, f"batch still {batch.status}"
+        now = time.monotonic()
+        counts = batch.request_counts
+        moved = (batch.status, counts.completed, counts.failed) if counts is not None else (batch.status,)
+        if moved != motion:
+            motion, last_move = moved, now
+        assert now - last_move < timeout and now - started < MOVING_CAP * timeout, f"batch still {batch.status}"
         time.sleep(0.5)
 
 

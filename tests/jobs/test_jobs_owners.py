@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
@@ -14,6 +15,7 @@ from tests.jobs.conftest import upload, wait_job
 from tests.jobs.jobdata import batch_jsonl
 
 
+@pytest.mark.slow  # the real model
 def test_jobs_and_files_are_visible_to_their_owner_and_to_admins_only(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'deskml.db'}"
     db = Database(url)

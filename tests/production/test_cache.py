@@ -8,12 +8,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
 from deskml.core.types import ChatMessage, ChatRequest, Done, GenerateRequest, SamplingOptions, TextDelta
 from deskml.services.cache import MemoryStore, ResponseCacheService, cache_key
 from tests.conftest import MODEL, make_settings, services_of
+
+pytestmark = pytest.mark.slow  # every test here loads the real model
 
 _VOLATILE = {"created_at", "total_duration", "load_duration"}
 

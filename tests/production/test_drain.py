@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import httpx
+import pytest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deskml.api.middleware.observe import _final_error_chunk
@@ -31,6 +32,7 @@ class _FirstBody:
         await self.app(scope, receive, probe)
 
 
+@pytest.mark.slow  # the real model
 def test_drain_ends_running_streams_with_an_error_line(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, auth="off", preload=True, cache=False)
     app = create_app(settings)

@@ -30,6 +30,7 @@ def _value(samples: dict[str, list[tuple[dict[str, str], float]]], name: str, **
     return sum(v for got, v in samples.get(name, []) if all(got.get(k) == val for k, val in labels.items()))
 
 
+@pytest.mark.slow  # the real model
 def test_metrics_match_the_requests_made(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, auth="off", rate_limit_requests_per_hour=9)
     with TestClient(create_app(settings)) as client:
@@ -105,6 +106,7 @@ def captured_log() -> Iterator[io.StringIO]:
     root.setLevel(level)
 
 
+@pytest.mark.slow  # the real model
 def test_json_access_log_has_request_id_and_no_content_or_secrets(tmp_path: Path, captured_log: io.StringIO) -> None:
     settings = make_settings(tmp_path, auth="off", log_format="json", log_file=tmp_path / "logs" / "deskml.log")
     configure_logging(settings, stream=captured_log)

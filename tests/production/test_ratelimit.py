@@ -59,6 +59,7 @@ def test_hour_limit_and_unlimited_default(tmp_path: Path, storage: str | None) -
         assert "x-ratelimit-limit" not in responses[-1].headers
 
 
+@pytest.mark.slow  # the real model
 def test_generated_token_budget(tmp_path: Path, storage: str | None) -> None:
     with TestClient(_app(tmp_path, storage, rate_limit_tokens_per_hour=5, cache=False)) as client:
         body = {"model": MODEL, "prompt": "Count to twenty.", "stream": False,
@@ -123,6 +124,7 @@ def test_budget_and_key_rules() -> None:
     assert asyncio.run(refused_costs_nothing()) == [True, True, False, False, True]
 
 
+@pytest.mark.slow  # the real model
 def test_prompt_size_limit_is_400(tmp_path: Path) -> None:
     with TestClient(_app(tmp_path, None, max_prompt_chars=40)) as client:
         long = "word " * 20

@@ -89,6 +89,7 @@ def _after_image(argv: list[str]) -> list[str]:
     return rest or ["deskml", "serve"]
 
 
+@pytest.mark.slow  # the deskml CLI as subprocesses
 def test_one_container_sequence_from_the_docs_works(tmp_path: Path) -> None:
     commands = _one_container_commands()
     runs = [c for c in commands if c[:2] == ["docker", "run"]]

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # network namespaces and deskml subprocesses
+
 SERVER_IP, CLIENT_IP = "10.77.31.1", "10.77.31.2"
 
 

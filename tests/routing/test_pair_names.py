@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from deskml.app import create_app
 from deskml.services.pairing import free_key_name
 from tests.conftest import make_settings
+
+pytestmark = pytest.mark.slow  # runs the deskml CLI as a subprocess
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -21,6 +21,8 @@ from deskml.services import pairing
 from deskml.services.tls import make_selfsigned
 from tests.conftest import free_port, make_settings
 
+pytestmark = pytest.mark.slow  # runs the deskml CLI as a subprocess
+
 
 def decode_png(data: bytes) -> str:
     results = zxingcpp.read_barcodes(Image.open(io.BytesIO(data)).convert("L"))

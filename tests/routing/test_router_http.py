@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from tests.routing.conftest import backend_status, cloud_block, wait_for
@@ -167,6 +168,7 @@ def test_task_type_rule_sends_tool_calls_to_the_cloud(routed_app: Any, cloud: Fa
         assert cloud.calls[-1]["body"]["tools"][0]["function"]["name"] == "get_weather"
 
 
+@pytest.mark.slow  # the real model
 def test_prompt_length_rule_routes_long_prompts_away(routed_app: Any, cloud: FakeCloud) -> None:
     toml = cloud_block(cloud) + '[[rules]]\nmodel = "smollm2*"\nmin_prompt_chars = 200\nto = ["cloud/gpt-4o-mini"]\n'
     with routed_app(toml) as client:

@@ -81,7 +81,7 @@ def test_reply_streams_token_by_token_and_stop_frees_the_slot(ui_server: ServerP
         items = httpx.get(ui_server.url + "/api/history", params={"limit": 20}, timeout=10).json()["items"]
         chats = [i for i in items if i["path"] == "/api/chat"]
         return bool(chats) and chats[0]["error"] == "client disconnected"
-    wait_until(cut_short, timeout=10)
+    wait_until(cut_short, timeout=60)  # the history writer's batches lag on a loaded machine
 
     # a short reply completes with its figures; Cyrillic round-trips
     set_param(page, "Max tokens", "24")

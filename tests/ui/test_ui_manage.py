@@ -5,6 +5,7 @@ its input and output, metrics chart live traffic, and a new API key is shown exa
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -110,13 +111,17 @@ def wait_for_history_row(url: str, path: str, timeout: float = 60.0) -> None:
     raise AssertionError(f"no {path} row in the history within {timeout:.0f} s")
 
 
+def chat(url: str, content: str, num_predict: int) -> int:
+    return httpx.post(url + "/api/chat", timeout=120, json={
+        "model": "smollm2:135m", "stream": False, "options": {"num_predict": num_predict},
+        "messages": [{"role": "user", "content": content}]}).status_code
+
+
 def test_history_metrics_and_keys_pages(ui_server: ServerProcess, new_page: Any) -> None:
-    httpx.post(ui_server.url + "/api/chat", timeout=120, json={
-        "model": "smollm2:135m", "stream": False, "options": {"num_predict": 8},
-        "messages": [{"role": "user", "content": "История: скажи привет"}]})
+    assert chat(ui_server.url, "История: скажи привет", 8) == 200
     # The history writer batches its rows, and the UI's own polling (/api/ps, /api/tags) from the
     # module's earlier tests can fill the first page: wait for the row itself, then filter to it.
-    wait_for_history_row(ui_server.url, "/api/chat")
+    wait_for_history_row(ui_server.url, "/api/chat", timeout=120)
     page, errors = new_page()
     page.goto(ui_server.url + "/ui/#/history")
     page.locator(".history-table tbody tr").first.wait_for()
@@ -131,11 +136,24 @@ def test_history_metrics_and_keys_pages(ui_server: ServerProcess, new_page: Any)
     shot(page, "history")
 
     page.goto(ui_server.url + "/ui/#/metrics")
-    for _ in range(3):  # traffic while the page watches
-        httpx.post(ui_server.url + "/api/chat", timeout=120, json={
-            "model": "smollm2:135m", "stream": False, "options": {"num_predict": 16},
-            "messages": [{"role": "user", "content": "Count to five."}]})
-    wait_js(page, "[...document.querySelectorAll('.chart-latest')][0]?.textContent.match(/[1-9]/)", timeout=30)
+    # Traffic while the page watches, at least three chats and on until its tokens/s chart shows some:
+    # a rate between two scrapes is non-zero for one 2 s interval only, which three chats sent before
+    # the wait could leave behind it on a loaded machine.
+    statuses: list[int] = []
+    charted = threading.Event()
+
+    def traffic() -> None:
+        while len(statuses) < 3 or not charted.is_set():
+            statuses.append(chat(ui_server.url, "Count to five.", 16))
+
+    sender = threading.Thread(target=traffic, daemon=True)
+    sender.start()
+    try:
+        wait_js(page, "[...document.querySelectorAll('.chart-latest')][0]?.textContent.match(/[1-9]/)", timeout=120)
+    finally:
+        charted.set()
+        sender.join(150)
+    assert len(statuses) >= 3 and set(statuses) == {200}, statuses
     tiles = page.locator(".tiles").inner_text()
     assert "requests served" in tiles and "tokens generated" in tiles
     served = int(page.locator(".tile", has_text="requests served").locator(".tile-value").inner_text().replace(",", ""))

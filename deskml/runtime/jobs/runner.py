@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deskml.core.errors import DeskmlError
+from deskml.runtime.jobs.lease import LeaseKeeper
 from deskml.runtime.jobs.models import FAILURE, SUCCESS
 from deskml.runtime.jobs.store import JobInfo
 from deskml.runtime.jobs.task_context import BatchHandler, JobContext, JobFailed, JobRuntime, Task
@@ -59,10 +60,12 @@ async def run_job(runtime: JobRuntime, job_id: str, worker: str, *, wait_if_busy
     ctx = JobContext(runtime, job, worker)
     log.info("job %s (%s) started on %s, attempt %d of %d", job.id, job.kind, worker, job.attempts,
              job.max_attempts)
+    keeper = LeaseKeeper(store.db.url, job.id, worker, store.heartbeat_seconds)
+    await asyncio.to_thread(keeper.start)
     task = asyncio.create_task(_execute(ctx), name=f"deskml-job-{job.id}")
     if on_start is not None:
         on_start(task)
-    watcher = asyncio.create_task(_watch(ctx, task), name=f"deskml-job-watch-{job.id}")
+    watcher = asyncio.create_task(_watch(ctx, task, keeper), name=f"deskml-job-watch-{job.id}")
     try:
         result = await asyncio.shield(task)
     except asyncio.CancelledError:
@@ -96,6 +99,7 @@ async def run_job(runtime: JobRuntime, job_id: str, worker: str, *, wait_if_busy
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        await asyncio.to_thread(keeper.close)
     return await asyncio.to_thread(store.get, job.id)
 
 
@@ -112,10 +116,12 @@ async def _execute(ctx: JobContext) -> dict[str, Any]:
     return await task_for(ctx.job.kind)(ctx)
 
 
-async def _watch(ctx: JobContext, task: asyncio.Task[Any]) -> None:
-    """Heartbeat; cancel the task when the job stops being ours."""
+async def _watch(ctx: JobContext, task: asyncio.Task[Any], keeper: LeaseKeeper) -> None:
+    """Heartbeat; cancel the task when the job stops being ours. The keeper hears that this runner is
+    alive, and carries the heartbeat while the process is frozen (lease.py)."""
     while not task.done():
         await asyncio.sleep(ctx.store.heartbeat_seconds)
+        keeper.ping()
         try:
             ours = await asyncio.to_thread(ctx.store.heartbeat, ctx.job.id, ctx.worker)
         except Exception as exc:  # database briefly unreachable: the lease lasts several heartbeats
