@@ -16,12 +16,13 @@ from dataclasses import dataclass
 
 from deskml.core.errors import Busy
 from deskml.engines.contract import EngineLoader
-from deskml.runtime.hub.service import Hub
+from deskml.runtime.hub.pulls import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.jobs.runner import BatchHandler
 from deskml.runtime.jobs.service import JobService
 from deskml.runtime.jobs.setup import start_jobs
 from deskml.runtime.lifecycle import ModelManager
+from deskml.runtime.model_store import ModelStore
 from deskml.runtime.registry import Registry
 from deskml.runtime.service_models.catalog import service_specs
 from deskml.runtime.service_models.listing import user_detector_specs, weight_bytes
@@ -29,7 +30,6 @@ from deskml.runtime.service_models.manager import ServiceManager
 from deskml.runtime.service_models.media import MediaService
 from deskml.runtime.service_models.media_catalog import media_specs
 from deskml.runtime.service_models.tasks import ServiceTasks
-from deskml.runtime.store import ModelStore
 from deskml.runtime.upstream.local import LocalModels
 from deskml.runtime.upstream.router import UpstreamRouter
 from deskml.runtime.upstream.setup import start_router

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from deskml.api.deps import services_ref
 from deskml.app import create_app
 from deskml.container import Services
+from deskml.runtime.model_store import ModelStore
 from deskml.runtime.packages import builtin_models
-from deskml.runtime.store import ModelStore
 from deskml.settings import Settings
 
 # Database fixtures for the auth and history suites (SQLite, and PostgreSQL/MariaDB in CI).

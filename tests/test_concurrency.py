@@ -15,8 +15,8 @@ from deskml.app import create_app
 from deskml.core.types import ChatMessage, ChatRequest, SamplingOptions, collect
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
+from deskml.runtime.model_store import ModelStore
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import ModelStore
 from tests.conftest import MODEL, ServerProcess, make_settings
 
 pytestmark = pytest.mark.slow  # every test here loads the real model

@@ -18,8 +18,8 @@ from deskml.app import create_app
 from deskml.core.types import ChatMessage, ChatRequest, Done, Event, GenerateRequest, TextDelta, collect
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.lifecycle import ModelManager
+from deskml.runtime.model_store import ModelStore
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import ModelStore
 from tests.conftest import MODEL, make_settings
 from tests.fake_engine import FakeLoader, words
 

@@ -17,8 +17,8 @@ from deskml.engines import devices
 from deskml.engines.devices import CPU_PLAN, Device, GpuPlan
 from deskml.engines.llama_cpp import engine as llama_cpp
 from deskml.runtime.lifecycle import ModelManager
+from deskml.runtime.model_store import ModelStore
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import ModelStore
 from tests.conftest import MODEL, make_settings
 
 GIB = 1 << 30

@@ -256,7 +256,7 @@ def test_looser_existing_modes_are_warned_about_at_start_up_and_by_doctor(
 
 
 def test_a_cli_command_before_the_first_serve_creates_the_data_dir_private(tmp_path: Path) -> None:
-    from deskml.runtime.store import ModelStore
+    from deskml.runtime.model_store import ModelStore
 
     old = os.umask(0o022)
     try:

@@ -24,8 +24,8 @@ from fastapi.testclient import TestClient
 
 from deskml.app import create_app
 from deskml.core.extras import install_command
-from deskml.runtime import store as store_module
-from deskml.runtime.store import ModelStore
+from deskml.runtime import model_store as store_module
+from deskml.runtime.model_store import ModelStore
 from tests.conftest import MODEL, make_settings, services_of
 
 MB = 1 << 20
@@ -126,9 +126,9 @@ def test_real_full_disk_pull_without_content_length_is_507(small_disk: Path, mon
             return httpx.Response(200)
         return httpx.Response(200, content=body())
 
-    from deskml.runtime.hub import service
+    from deskml.runtime.hub import pulls
 
-    monkeypatch.setattr(service, "_client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    monkeypatch.setattr(pulls, "_client", lambda: httpx.AsyncClient(transport=httpx.MockTransport(handler)))
     url = "https://files.example/big.gguf"
     with TestClient(create_app(make_settings(small_disk, disk_reserve_mb=0))) as client:
         pulled = client.post("/api/pull", json={"model": url, "stream": False})

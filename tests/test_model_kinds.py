@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 
 from deskml.core import extras
 from deskml.core.extras import CPU_TORCH, TORCH_EXTRAS, Checkout, install_command
+from deskml.runtime.model_store import Manifest, ModelStore
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import Manifest, ModelStore
 from tests.conftest import make_settings
 
 MODEL = "smollm2:135m"

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request
 
 from deskml.container import Services, ServicesRef
 from deskml.core.principal import ANONYMOUS, Principal, principal_in
-from deskml.runtime.hub.service import Hub
+from deskml.runtime.hub.pulls import Hub
 from deskml.runtime.inference import InferenceService
 from deskml.runtime.jobs.service import JobService
 from deskml.runtime.lifecycle import ModelManager

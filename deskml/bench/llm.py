@@ -373,8 +373,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _bundled_gguf() -> Path:
+    from deskml.runtime.model_store import ModelStore
     from deskml.runtime.packages import builtin_models
-    from deskml.runtime.store import ModelStore
 
     model = builtin_models()[0]
     files = model.locate(model, ModelStore(Path(tempfile.mkdtemp())))

@@ -76,8 +76,8 @@ def search(word: list[str] | None = typer.Argument(None, help="Words to look for
            data_dir: Path | None = typer.Option(None, help="Data directory (DESKML_DATA_DIR).")) -> None:
     """Search the model catalog."""
     from deskml.runtime.hub.catalog import Catalog
+    from deskml.runtime.model_store import ModelStore
     from deskml.runtime.registry import Registry
-    from deskml.runtime.store import ModelStore
 
     settings = _settings(data_dir)
     try:
@@ -101,8 +101,8 @@ def search(word: list[str] | None = typer.Argument(None, help="Words to look for
 
 def du(data_dir: Path | None = typer.Option(None, help="Data directory (DESKML_DATA_DIR).")) -> None:
     """Show the disk space models use (shared blobs counted once)."""
+    from deskml.runtime.model_store import ModelStore
     from deskml.runtime.registry import Registry
-    from deskml.runtime.store import ModelStore
 
     usage = Registry(ModelStore.for_settings(_settings(data_dir))).usage()
     table = Table("NAME", "KIND", "SIZE", "SHARED", "WHERE", box=None, pad_edge=False)
@@ -127,8 +127,8 @@ def export(models: list[str] = typer.Argument(..., help="Models to export."),
            data_dir: Path | None = typer.Option(None, help="Data directory (DESKML_DATA_DIR).")) -> None:
     """Export models with their blobs to a tar file, for a machine without internet."""
     from deskml.runtime.hub.transfer import export_models
+    from deskml.runtime.model_store import ModelStore
     from deskml.runtime.registry import Registry
-    from deskml.runtime.store import ModelStore
 
     registry = Registry(ModelStore.for_settings(_settings(data_dir)))
     try:
@@ -143,7 +143,7 @@ def import_(source: Path = typer.Argument(..., help="Tar file written by `deskml
             data_dir: Path | None = typer.Option(None, help="Data directory (DESKML_DATA_DIR).")) -> None:
     """Import models from an export tar, verifying every blob's sha256."""
     from deskml.runtime.hub.transfer import import_models
-    from deskml.runtime.store import ModelStore
+    from deskml.runtime.model_store import ModelStore
 
     store = ModelStore.for_settings(_settings(data_dir))
     try:

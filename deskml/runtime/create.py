@@ -11,9 +11,9 @@ from deskml.core.errors import BadRequest, Forbidden, NotImplementedFeature
 from deskml.runtime import names
 from deskml.runtime.gguf import is_gguf
 from deskml.runtime.hub.resolver import looks_like_path
+from deskml.runtime.model_store import Manifest, ModelFile
 from deskml.runtime.modelfile import coerce_parameter
 from deskml.runtime.registry import ModelEntry, Registry
-from deskml.runtime.store import Manifest, ModelFile
 
 
 @dataclass

@@ -14,7 +14,7 @@ from pathlib import Path
 from deskml.core.digest import HashingWriter
 from deskml.core.errors import ModelLoadError
 from deskml.engines.weights import package_dir
-from deskml.runtime.store import ModelFile, ModelStore
+from deskml.runtime.model_store import ModelFile, ModelStore
 
 
 @dataclass

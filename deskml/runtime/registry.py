@@ -13,8 +13,8 @@ from deskml.core.digest import digest_of_file
 from deskml.core.errors import BadRequest, ModelNotFound
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo, read_gguf
+from deskml.runtime.model_store import Manifest, ModelFile, ModelStore, ModelUsage, StoreUsage
 from deskml.runtime.packages import PackageModel, builtin_models
-from deskml.runtime.store import Manifest, ModelFile, ModelStore, ModelUsage, StoreUsage
 
 
 @dataclass

@@ -19,7 +19,7 @@ from deskml.runtime.hub.plan import (
     split_hf_repo,
     url_fragment_sha256,
 )
-from deskml.runtime.store import ModelStore, safe_relative
+from deskml.runtime.model_store import ModelStore, safe_relative
 
 
 def test_shipped_catalog_has_20_entries_across_chat_embedding_speech_and_voice() -> None:
@@ -107,7 +107,7 @@ def test_pick_gguf_follows_ollama_defaults() -> None:
 
 
 def test_model_dir_lays_out_files_under_their_names(tmp_path: Path) -> None:
-    from deskml.runtime.store import Manifest
+    from deskml.runtime.model_store import Manifest
 
     store = ModelStore(tmp_path / "models")
     files = []
@@ -132,7 +132,7 @@ def test_model_dir_lays_out_files_under_their_names(tmp_path: Path) -> None:
 
 def test_a_broken_extra_catalog_leaves_the_shipped_one_working(tmp_path: Path,
                                                                caplog: pytest.LogCaptureFixture) -> None:
-    from deskml.runtime.hub.service import Hub
+    from deskml.runtime.hub.pulls import Hub
     from deskml.runtime.registry import Registry
     from tests.conftest import make_settings
 

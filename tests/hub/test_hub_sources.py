@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import pytest
 
-from deskml.runtime.store import ModelStore
+from deskml.runtime.model_store import ModelStore
 from tests.conftest import services_of
 from tests.hub.conftest import REPO, HubApp, build_wheel, ndjson
 from tests.hub.fakehub import FakeHub

@@ -12,8 +12,8 @@ import pytest
 
 from deskml.core.errors import BadRequest
 from deskml.runtime.hub.transfer import FORMAT, INDEX, export_models, import_models
+from deskml.runtime.model_store import Manifest, ModelFile, ModelStore
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import Manifest, ModelFile, ModelStore
 from tests.hub.conftest import HubApp, ndjson
 
 

@@ -22,7 +22,7 @@ from deskml.api.deps import (
 from deskml.api.ollama import images
 from deskml.api.ollama import schemas as wire
 from deskml.api.ollama import translate as tr
-from deskml.api.ollama.models import create_model, show_model, show_routed, show_service
+from deskml.api.ollama.manage import create_model, show_model, show_routed, show_service
 from deskml.api.streaming import collect, dumps, ndjson_lines, prime, stream_response, until_disconnected
 from deskml.core import types as core
 from deskml.core.errors import BadRequest, DeskmlError, ModelNotFound

@@ -20,9 +20,9 @@ from deskml.core.options import gpu_options, split_options
 from deskml.core.validate import check_unicode
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
+from deskml.runtime.model_store import Manifest
 from deskml.runtime.service_models.listing import ServiceModelCard
 from deskml.runtime.service_models.manager import ServiceSpec
-from deskml.runtime.store import Manifest
 
 log = logging.getLogger("deskml.api.ollama")
 

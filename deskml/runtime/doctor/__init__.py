@@ -224,8 +224,8 @@ def _meminfo() -> dict[str, int]:
 
 
 def check_models(serving: Serving | None, settings: Settings) -> list[Check]:
+    from deskml.runtime.model_store import ModelStore
     from deskml.runtime.registry import Registry
-    from deskml.runtime.store import ModelStore
 
     registry = serving.registry if serving is not None else Registry(ModelStore.for_settings(settings))
     entries = registry.list()

@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from deskml.core.errors import BadRequest
 from deskml.runtime import names
-from deskml.runtime.store import ModelKind
+from deskml.runtime.model_store import ModelKind
 
 
 class CatalogFile(BaseModel):

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from deskml.core.errors import BadRequest
-from deskml.runtime.store import ModelKind
+from deskml.runtime.model_store import ModelKind
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,8 @@ from deskml.core.digest import HashingWriter, digest_of_file
 from deskml.core.errors import BadRequest
 from deskml.runtime import names
 from deskml.runtime.diskspace import full_disk_is_507
+from deskml.runtime.model_store import Manifest, ModelFile, ModelStore, safe_relative
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import Manifest, ModelFile, ModelStore, safe_relative
 
 INDEX = "deskml-export.json"
 FORMAT = "deskml-models/1"

@@ -171,12 +171,12 @@ class WorkerRuntime:
         from deskml.runtime.inference import InferenceService
         from deskml.runtime.jobs.serving import TrainedModels
         from deskml.runtime.lifecycle import ModelManager
+        from deskml.runtime.model_store import ModelStore
         from deskml.runtime.registry import Registry
         from deskml.runtime.service_models.catalog import service_specs
         from deskml.runtime.service_models.manager import ServiceManager
         from deskml.runtime.service_models.media_catalog import media_specs
         from deskml.runtime.service_models.tasks import ServiceTasks
-        from deskml.runtime.store import ModelStore
         from deskml.services.db import Database
 
         settings = self.settings

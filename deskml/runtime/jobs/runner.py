@@ -19,8 +19,8 @@ from typing import Any
 
 from deskml.core.errors import DeskmlError
 from deskml.runtime.jobs.lease import LeaseKeeper
-from deskml.runtime.jobs.models import FAILURE, SUCCESS
 from deskml.runtime.jobs.store import JobInfo
+from deskml.runtime.jobs.tables import FAILURE, SUCCESS
 from deskml.runtime.jobs.task_context import BatchHandler, JobContext, JobFailed, JobRuntime, Task
 
 # The executors and the API's batch endpoints import these from here.

@@ -21,9 +21,9 @@ from typing import Any, Protocol
 from deskml.core.errors import BadRequest, DeskmlError, NotFound, NotImplementedFeature, PayloadTooLarge
 from deskml.core.principal import SCOPE_ADMIN, Principal
 from deskml.runtime.jobs import datasets
-from deskml.runtime.jobs.models import SUCCESS
 from deskml.runtime.jobs.serving import TrainedModels, check_model_name
 from deskml.runtime.jobs.store import FileInfo, JobInfo, JobStore, TrainedInfo
+from deskml.runtime.jobs.tables import SUCCESS
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.jobs")

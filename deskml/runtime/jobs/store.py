@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from deskml.runtime.jobs.models import (
+from deskml.runtime.jobs.tables import (
     CANCELLED,
     FAILURE,
     PENDING,

