@@ -57,13 +57,20 @@ def test_a_frozen_runner_keeps_its_job_and_a_closed_one_lets_it_go(tmp_path: Pat
     assert job.worker == "other" and job.attempts == 2
 
 
-def test_the_keeper_stops_once_the_job_is_no_longer_the_runner_s(tmp_path: Path) -> None:
+def test_a_cancelled_job_is_held_while_its_runner_winds_down_then_let_go(tmp_path: Path) -> None:
     store, job_id = _running_job(tmp_path)
     keeper = LeaseKeeper(store.db.url, job_id, "runner", PERIOD)
     keeper.start()
     try:
+        store.cancel(job_id)  # the runner's own heartbeat stops here; it still saves what it made
+        cancelled_at = _job(store, job_id).heartbeat_at
+        _wait(lambda: _job(store, job_id).heartbeat_at != cancelled_at, "a heartbeat after the cancel")
+        time.sleep(3 * 4 * PERIOD)
+        assert job_id not in store.abandoned("celery")  # no scan closes it under its runner
         assert not keeper.stopped
-        store.cancel(job_id)  # its next heartbeat finds the job cancelled
-        _wait(lambda: keeper.stopped, "the keeper stopping")
+        store.settle_cancelled(job_id, "runner", {"output_file_id": "file-x"})
+        _wait(lambda: keeper.stopped, "the keeper stopping once the job is closed")
     finally:
         keeper.close()
+    job = _job(store, job_id)
+    assert job.state == "CANCELLED" and job.finished_at is not None and job.result == {"output_file_id": "file-x"}

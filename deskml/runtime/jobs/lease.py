@@ -8,7 +8,9 @@ stalls in turn the job has spent its attempts and fails although no process died
 
 So each run also starts `python -m deskml.runtime.jobs.lease`, which refreshes the job's heartbeat
 every period while its runner lives. The runner writes a byte to the keeper's stdin at each of its
-own heartbeats. The keeper stops when stdin closes (the runner finished, or died: its job then goes
+own heartbeats. It also holds a cancelled job while its runner winds down (the runner's heartbeat stops
+at the cancel), so that the executor's scan does not close the job before the runner has saved the
+lines it finished. The keeper stops when stdin closes (the runner finished, or died: its job then goes
 stale exactly as before), when the job is no longer the runner's, or after the runner has been silent
 for FROZEN_LIMIT_S (a runner truly stuck is still taken over, only later).
 """
@@ -97,8 +99,8 @@ def _keep() -> None:
         if time.monotonic() - heard[0] > FROZEN_LIMIT_S:
             continue
         try:
-            if not store.heartbeat(config["job"], config["worker"]):
-                return  # cancelled or taken over: the runner learns it from its own heartbeat
+            if not store.keep(config["job"], config["worker"]):
+                return  # taken over, or cancelled and closed: the runner learns it from its own heartbeat
         except Exception as exc:  # the database briefly away: the lease lasts several periods
             log.warning("job %s: heartbeat keeper: %s", config["job"], exc)
     store.db.engine.dispose()

@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import sqlalchemy as sa
 
@@ -202,6 +202,17 @@ class JobStore:
                 JobRow.id == job_id, JobRow.worker == worker, JobRow.state == PROGRESS,
             ).values(heartbeat_at=now))
             return done.rowcount == 1  # type: ignore[attr-defined,no-any-return]
+
+    def keep(self, job_id: str, worker: str) -> bool:
+        """The heartbeat keeper's refresh (lease.py): as `heartbeat`, and also while the runner of a
+        cancelled job winds down and saves what it made, so that no scan closes the job under it."""
+        now = utcnow()
+        with self.db.session() as session:
+            done = cast("sa.CursorResult[Any]", session.execute(sa.update(JobRow).where(
+                JobRow.id == job_id, JobRow.worker == worker,
+                sa.or_(JobRow.state == PROGRESS, sa.and_(JobRow.state == CANCELLED, JobRow.finished_at.is_(None))),
+            ).values(heartbeat_at=now)))
+            return done.rowcount == 1
 
     def progress(self, job_id: str, worker: str, current: int, total: int, message: str,
                  stats: dict[str, Any] | None = None) -> bool:
