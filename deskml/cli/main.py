@@ -202,6 +202,8 @@ def create(
         body["messages"] = parsed.messages
     if parsed.license:
         body["license"] = parsed.license
+    if parsed.draft is not None:
+        body["draft"] = parsed.draft
     for item in call(lambda: list(client.stream("/api/create", body))):
         console.print(item.get("status", ""))
 

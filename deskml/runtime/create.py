@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deskml.core.errors import BadRequest, Forbidden, NotImplementedFeature
+from deskml.core.errors import BadRequest, Forbidden, ModelNotFound, NotFound, NotImplementedFeature
 from deskml.runtime import names
-from deskml.runtime.gguf import is_gguf
+from deskml.runtime.gguf import is_gguf, vocabulary_mismatch
 from deskml.runtime.hub.resolver import looks_like_path
 from deskml.runtime.model_store import Manifest, ModelFile
 from deskml.runtime.modelfile import coerce_parameter
@@ -28,6 +28,13 @@ class CreateSpec:
     license: list[str] = field(default_factory=list)
     adapters: dict[str, str] = field(default_factory=dict)
     quantize: str | None = None
+    # The model that drafts tokens for speculative decoding (DRAFT in a Modelfile). None keeps what the
+    # FROM model has; "" or "none" removes it.
+    draft: str | None = None
+
+    @property
+    def removes_draft(self) -> bool:
+        return self.draft is not None and self.draft.strip().lower() in {"", "none"}
 
 
 def create(registry: Registry, spec: CreateSpec, *, local_files: bool = True) -> tuple[ModelEntry, list[str]]:
@@ -72,6 +79,11 @@ def create(registry: Registry, spec: CreateSpec, *, local_files: bool = True) ->
             statuses.append(f"using existing layers from {base.name}")
     else:
         raise BadRequest("either 'from' or 'files' is required")
+    if spec.draft is not None:
+        files = [f for f in files if f.role != "draft"]  # the given draft replaces an inherited one
+        if not spec.removes_draft:
+            files.append(_draft_file(registry, spec.draft.strip(), _model_path(registry, files), name))
+            statuses.append(f"using draft model {files[-1].name}")
     parameters = dict(base.parameters) if base else {}
     for key, value in spec.parameters.items():
         parameters[key] = coerce_parameter(key, value)
@@ -95,3 +107,29 @@ def create(registry: Registry, spec: CreateSpec, *, local_files: bool = True) ->
         statuses.append("using parameters")
     statuses.append("writing manifest")
     return registry.save(manifest), statuses
+
+
+def _model_path(registry: Registry, files: list[ModelFile]) -> Path:
+    main = next((f for f in files if f.role == "model"), None)
+    if main is None:
+        raise BadRequest("a draft model needs a model with a GGUF weights file", param="draft")
+    return Path(main.path) if main.path else registry.store.blob_path(main.digest or "")
+
+
+def _draft_file(registry: Registry, draft: str, model_path: Path, model: str) -> ModelFile:
+    """The draft's own weights file, as a "draft" file of the new model, once it can draft for it."""
+    if looks_like_path(draft):
+        raise BadRequest(f"draft '{draft}' is a file path: DRAFT names a model, so create one from the file first",
+                         param="draft")
+    try:
+        entry = registry.get(draft)
+    except ModelNotFound:
+        raise NotFound(f"draft model '{draft}' not found", param="draft") from None
+    manifest = entry.manifest
+    if manifest.kind != "llm" or manifest.format not in (None, "gguf") or not is_gguf(entry.path):
+        raise BadRequest(f"draft model '{entry.name}' is not a GGUF text model (kind {manifest.kind}, "
+                         f"format {manifest.format or 'gguf'})", param="draft")
+    reason = vocabulary_mismatch(model_path, entry.path)
+    if reason is not None:
+        raise BadRequest(f"draft model '{entry.name}' cannot draft for '{model}': {reason}", param="draft")
+    return manifest.model_file().model_copy(update={"role": "draft", "name": entry.name})

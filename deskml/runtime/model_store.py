@@ -49,10 +49,13 @@ class ModelFile(BaseModel):
 
     `name` is the file's path inside the model's folder ("config.json", "1_Pooling/config.json"):
     engines that need a folder (sentence-transformers, CTranslate2, Piper) get one from
-    `ModelStore.model_dir`, which lays the blobs out under these names.
+    `ModelStore.model_dir`, which lays the blobs out under these names. A "draft" file (the small
+    model that drafts tokens for speculative decoding, a GGUF LLM only) is the draft model's own
+    weights file, and its `name` is that model's name: the blob stays referenced, and so kept, even
+    after the draft model itself is deleted.
     """
 
-    role: Literal["model", "projector", "adapter", "data"] = "model"
+    role: Literal["model", "projector", "adapter", "data", "draft"] = "model"
     name: str = ""
     digest: str | None = None  # "sha256:<hex>"
     path: str | None = None
@@ -86,6 +89,9 @@ class Manifest(BaseModel):
             if item.role == "model":
                 return item
         raise BadRequest(f"model '{self.name}' has no weights file")
+
+    def draft_file(self) -> ModelFile | None:
+        return next((item for item in self.files if item.role == "draft"), None)
 
 
 class ModelUsage(BaseModel):

@@ -23,6 +23,11 @@ class ModelEntry:
     path: Path
     digest: str
     size: int
+    # The draft model for speculative decoding (a Modelfile's DRAFT): the draft's canonical name when the
+    # model was created (it may since be deleted: its blob stays) and its GGUF. `draft_name` set with
+    # `draft_path` None means the draft's file is gone (a bundled model's package was uninstalled).
+    draft_path: Path | None = None
+    draft_name: str | None = None
 
     @property
     def name(self) -> str:
@@ -95,6 +100,7 @@ class Registry:
         """The store's usage plus the bundled models, whose files live in packages (`pip uninstall` frees them)."""
         usage = self.store.usage()
         stored = {m.name for m in usage.models}
+        referenced = self.store.referenced_digests()  # e.g. a stored model drafting with a bundled one
         for package in self.packages:
             if package.name in stored:
                 continue
@@ -109,7 +115,8 @@ class Registry:
                 elif item.digest and self.store.has_blob(item.digest):  # joined from package chunks into a blob
                     blob = self.store.blob_path(item.digest).stat().st_size
                     size += blob
-                    usage.unreferenced_bytes = max(0, usage.unreferenced_bytes - blob)  # the package uses it
+                    if item.digest not in referenced:  # else the store did not count it as unreferenced
+                        usage.unreferenced_bytes = max(0, usage.unreferenced_bytes - blob)  # the package uses it
             usage.models.append(ModelUsage(name=package.name, kind=manifest.kind, size=size, shared=0,
                                            package=package.package.split("==")[0]))
         return usage
@@ -171,7 +178,14 @@ class Registry:
         model_file = manifest.model_file()
         path = self._file_path(model_file, manifest.name)
         digest = model_file.digest or self._external_digest(path)
-        return ModelEntry(manifest=manifest, path=path, digest=digest, size=path.stat().st_size)
+        entry = ModelEntry(manifest=manifest, path=path, digest=digest, size=path.stat().st_size)
+        draft = manifest.draft_file()
+        if draft is not None:
+            entry.draft_name = draft.name or None
+            if draft.path or draft.digest:
+                draft_path = Path(draft.path) if draft.path else self.store.blob_path(draft.digest or "")
+                entry.draft_path = draft_path if draft_path.is_file() else None
+        return entry
 
     def _file_path(self, item: ModelFile, name: str) -> Path:
         path = Path(item.path) if item.path else self.store.blob_path(item.digest or "")

@@ -26,6 +26,7 @@ def create_spec(body: wire.CreateRequest) -> CreateSpec:
         spec.parameters, spec.messages, spec.license = parsed.parameters, parsed.messages, parsed.license
         if parsed.adapters:
             spec.adapters = {a: a for a in parsed.adapters}
+        spec.draft = parsed.draft
     spec.from_ = body.from_ or spec.from_
     spec.files = dict(body.files or {})
     spec.adapters = dict(body.adapters or {}) or spec.adapters
@@ -40,6 +41,8 @@ def create_spec(body: wire.CreateRequest) -> CreateSpec:
     if body.license:
         spec.license = [body.license] if isinstance(body.license, str) else list(body.license)
     spec.quantize = body.quantize
+    if body.draft is not None:
+        spec.draft = body.draft
     return spec
 
 
@@ -64,7 +67,7 @@ def show_model(registry: Registry, name: str, verbose: bool) -> wire.ShowRespons
     return wire.ShowResponse(
         license="\n".join(manifest.license) or str(info.metadata.get("general.license", "")),
         modelfile=modelfile.render(str(source), manifest.system, manifest.template, manifest.parameters,
-                                   manifest.messages, manifest.license, name=entry.name),
+                                   manifest.messages, manifest.license, name=entry.name, draft=entry.draft_name),
         parameters=tr.parameters_text(manifest.parameters),
         template=template,
         system=manifest.system or "",

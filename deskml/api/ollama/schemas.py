@@ -131,6 +131,9 @@ class CreateRequest(_Loose):
     parameters: dict[str, Any] | None = None
     messages: list[Message] | None = None
     quantize: str | None = None
+    # deskml extension: the model that drafts for this one (speculative decoding), as a Modelfile's DRAFT;
+    # "" or "none" removes the draft the `from` model has.
+    draft: str | None = None
     stream: bool | None = None
     modelfile: str | None = None  # legacy: the Modelfile text itself
     path: str | None = None  # legacy
