@@ -22,7 +22,10 @@ does): only one generates at any moment, so they never compete for the 2 cores, 
 restart or a model load. keep_alive is -1 so an idle server never unloads its model between turns.
 Each turn starts with a short unmeasured request so the model and threads are warm. Caveat: the same
 prompts come back every round, so a draft mode that learns n-grams across requests may gain a little
-in later rounds; round 1 of each system is in the JSON for comparison.
+in later rounds; round 1 of each system is in the JSON for comparison. Each turn also records the
+CPU the idle servers and all other processes used meanwhile (/proc) and warns when it was not alone:
+llama.cpp's threads spin at their barriers, so another busy process on 2 cores can slow a turn tenfold
+(a dry run beside someone's test suite measured 1.8 tok/s instead of 56).
 
     flock /tmp/deskml-heavy.lock .venv/bin/python bench/speculative_bench.py --systems off,auto --rounds 2
 
