@@ -15,6 +15,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from deskml.core.durations import parse_keep_alive, parse_seconds
+from deskml.core.speculation import SpeculativeMode
 
 
 def _default_parallel() -> int:
@@ -79,6 +80,20 @@ class Settings(BaseSettings):
     )
     flash_attention: bool = Field(
         True, description="Use flash attention in llama.cpp (required for a quantized KV cache)."
+    )
+    speculative: SpeculativeMode = Field(
+        "auto",
+        description="Speculative decoding for LLMs: llama.cpp proposes several tokens and checks them in one "
+        "batch, so replies that repeat text (editing, extraction, quoting) come faster, unchanged. auto: the "
+        "model's draft model when it has one (Modelfile DRAFT or draft_model), else ngram_map_k (draft-free: "
+        "proposes from text already in the context); off when the KV cache is f16 with flash attention, "
+        "where llama.cpp's batched check can change a reply. off, an n-gram mode (ngram_simple, ngram_map_k, "
+        "ngram_map_k4v, ngram_mod) or draft force one. A model's PARAMETER speculative and a request's "
+        "option override it. See docs/speculative.md.",
+    )
+    draft_model: str = Field(
+        "", description="A small model with the same vocabulary that drafts for the models without a DRAFT of "
+        "their own (used by speculative auto or draft; a model whose vocabulary differs runs without it)."
     )
     num_batch: int = Field(
         128,

@@ -53,8 +53,9 @@ def words(text: str) -> list[str]:
 
 class FakeEngine:
     def __init__(self, config: LoadConfig, *, reply: Reply = echo, token_delay: float = 0.0,
-                 gate: asyncio.Event | None = None) -> None:
+                 gate: asyncio.Event | None = None, drafts: bool = False) -> None:
         self.config = config
+        self.drafts = drafts
         self.gpu: GpuPlan = CPU_PLAN
         self.reply = reply
         self.token_delay = token_delay
@@ -87,8 +88,12 @@ class FakeEngine:
                 if self.token_delay:
                     await asyncio.sleep(self.token_delay)
                 yield TextDelta(text=token)
-            yield Done(reason="length" if cut else "stop", model=request.model,
-                       timings=self._timings(prompt_tokens, len(tokens), started, first))
+            timings = self._timings(prompt_tokens, len(tokens), started, first)
+            if self.drafts and self.config.speculative != "off":
+                # Like an n-gram drafter: a reply word the prompt already had is drafted and accepted.
+                seen = set(words(request.prompt or " ".join(m.content for m in request.messages)))
+                timings.draft_tokens = timings.draft_accepted_tokens = sum(t in seen for t in tokens)
+            yield Done(reason="length" if cut else "stop", model=request.model, timings=timings)
         finally:
             self.active -= 1
 
@@ -147,12 +152,16 @@ def _tool_names(schema: object) -> list[str]:
 class FakeLoader:
     """An `EngineLoader` making `FakeEngine`s with the given options; `engines` lists every load."""
 
-    def __init__(self, *, reply: Reply = echo, token_delay: float = 0.0, gate: asyncio.Event | None = None) -> None:
-        self.reply, self.token_delay, self.gate = reply, token_delay, gate
+    def __init__(self, *, reply: Reply = echo, token_delay: float = 0.0, gate: asyncio.Event | None = None,
+                 drafts: bool = False) -> None:
+        """`drafts`: report speculative decoding's counts when the load speculates (off by default, so the
+        other tests see Ollama's fields only)."""
+        self.reply, self.token_delay, self.gate, self.drafts = reply, token_delay, gate, drafts
         self.engines: list[FakeEngine] = []
 
     async def __call__(self, config: LoadConfig) -> FakeEngine:
-        engine = FakeEngine(config, reply=self.reply, token_delay=self.token_delay, gate=self.gate)
+        engine = FakeEngine(config, reply=self.reply, token_delay=self.token_delay, gate=self.gate,
+                            drafts=self.drafts)
         self.engines.append(engine)
         return engine
 

@@ -36,6 +36,8 @@ class RequestRecord:
     eval_ns: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    draft_tokens: int = 0
+    draft_accepted_tokens: int = 0
     ttft_ns: int | None = None
     error: str | None = None
     input: Any = None

@@ -9,6 +9,7 @@ import logging
 from typing import Any
 
 from deskml.core.errors import BadRequest
+from deskml.core.speculation import SpeculativeMode, speculative_mode
 from deskml.core.types import SamplingOptions
 from deskml.core.validate import sampling_options
 
@@ -23,6 +24,7 @@ PARAMETER_TYPES: dict[str, type] = {
     "use_mmap": bool, "num_thread": int, "mirostat": int, "mirostat_tau": float,
     "mirostat_eta": float, "tfs_z": float, "low_vram": bool, "f16_kv": bool, "vocab_only": bool,
     "use_mlock": bool, "numa": bool,
+    "speculative": str,  # deskml extension: a SPECULATIVE_MODES name
 }
 
 # Ollama's defaults (api/types.go DefaultOptions), so Ollama clients see familiar sampling.
@@ -73,3 +75,8 @@ def gpu_options(options: dict[str, Any] | None) -> dict[str, int | None]:
             raise BadRequest(f"option {name} must be between -1 and 100000", param=f"options.{name}")
         found[name] = int(value)
     return found
+
+
+def speculative_option(options: dict[str, Any] | None) -> SpeculativeMode | None:
+    """deskml's `options.speculative` (a load option, like num_ctx), checked; None when absent."""
+    return speculative_mode((options or {}).get("speculative"), "options.speculative")

@@ -11,6 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from deskml.core.speculation import SpeculativeMode
+
 
 class SamplingOptions(BaseModel):
     """Per-request sampling. None means "use the model's parameter, else the server default"."""
@@ -112,6 +114,9 @@ class InferenceCommon(BaseModel):
     truncate: bool = False
     logprobs: bool = False
     top_logprobs: int = 0
+    # deskml extension: how the model speculates (a load option like num_ctx); None = the model's
+    # PARAMETER, else the server's setting.
+    speculative: SpeculativeMode | None = None
 
 
 class ChatRequest(InferenceCommon):
@@ -175,6 +180,8 @@ class Timings(BaseModel):
     cached_tokens: int = 0
     eval_count: int = 0
     eval_ns: int = 0
+    draft_tokens: int = 0  # tokens speculative decoding proposed (drafted), of which...
+    draft_accepted_tokens: int = 0  # ...the model accepted these
 
     @property
     def prompt_tokens(self) -> int:

@@ -47,6 +47,10 @@ class LoadConfig:
     kv_cache_type: str = "q8_0"
     flash_attention: bool = True
     gpu: GpuPlan = CPU_PLAN  # layers offloaded and where; CPU_PLAN keeps everything on the CPU
+    # Speculative decoding, resolved by the runtime: "off", an n-gram mode, or "draft" with `draft_path`
+    # (a GGUF with the same vocabulary). llama.cpp fixes it for the life of the context.
+    speculative: str = "off"
+    draft_path: Path | None = None
 
 
 class LocalEngine(TextEngine[EngineRequest], Protocol):

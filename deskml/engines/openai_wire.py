@@ -102,6 +102,8 @@ class ChunkTranslator:
         self.timings.cached_tokens = int(raw.get("cache_n", 0))
         self.timings.eval_count = int(raw.get("predicted_n", 0))
         self.timings.eval_ns = int(float(raw.get("predicted_ms", 0)) * 1e6)
+        self.timings.draft_tokens = int(raw.get("draft_n", 0))
+        self.timings.draft_accepted_tokens = int(raw.get("draft_n_accepted", 0))
 
     def done(self, model: str) -> Done:
         calls = [self.tool_calls[i] for i in sorted(self.tool_calls)]

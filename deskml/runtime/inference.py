@@ -18,6 +18,7 @@ from deskml.core.cache import CacheKind, ResponseCache
 from deskml.core.context import current_record
 from deskml.core.errors import BadRequest, ContextOverflow, EngineError
 from deskml.core.options import DEFAULT_SAMPLING, SAMPLING_FIELDS
+from deskml.core.speculation import SpeculativeMode
 from deskml.core.types import (
     ChatMessage,
     ChatRequest,
@@ -206,11 +207,12 @@ class InferenceService:
                 set_prompt(prompt_text)  # a template or system prompt stays whole around the cut prompt
 
     async def load(self, name: str, keep_alive: float | None, num_ctx: int | None = None, *,
-                   num_gpu: int | None = None, main_gpu: int | None = None) -> Done:
+                   num_gpu: int | None = None, main_gpu: int | None = None,
+                   speculative: SpeculativeMode | None = None) -> Done:
         if self.router is not None and not self.serves_locally(name, "chat") and self.router.knows(name):
             return Done(reason="unload" if keep_alive == 0 else "load", model=name)  # upstreams load on use
-        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx,
-                                                          num_gpu=num_gpu, main_gpu=main_gpu)
+        model, load_ns = await self.manager.ensure_loaded(name, keep_alive, num_ctx=num_ctx, num_gpu=num_gpu,
+                                                          main_gpu=main_gpu, speculative=speculative)
         if keep_alive == 0:
             await self.manager.unload(name)
             return Done(reason="unload", model=model.name)
@@ -331,7 +333,7 @@ class InferenceService:
         try:
             async with self.manager.lease(
                 entry.name, num_ctx=request.num_ctx, keep_alive=request.keep_alive, priority=priority,
-                num_gpu=request.num_gpu, main_gpu=request.main_gpu,
+                num_gpu=request.num_gpu, main_gpu=request.main_gpu, speculative=request.speculative,
             ) as lease:
                 if record is not None:
                     record.model, record.backend = entry.name, "llama.cpp"
@@ -376,6 +378,8 @@ def note_timings(timings: Timings) -> None:
     record.eval_ns += timings.eval_ns
     record.prompt_tokens += timings.prompt_tokens
     record.completion_tokens += timings.eval_count
+    record.draft_tokens += timings.draft_tokens
+    record.draft_accepted_tokens += timings.draft_accepted_tokens
 
 
 def _template_message(message: ChatMessage) -> dict[str, Any]:

@@ -11,17 +11,20 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from deskml.core.aio import wait_event
 from deskml.core.durations import KEPT_FOREVER, expiry_at
 from deskml.core.errors import BadRequest, Busy, ModelLoadError
+from deskml.core.speculation import SpeculativeMode
 from deskml.core.validate import INT32_MAX
 from deskml.engines import devices
 from deskml.engines.contract import EngineLoader, LoadConfig, LocalEngine
 from deskml.engines.devices import CPU_PLAN, GpuPlan
 from deskml.engines.llama_cpp import load_llama_cpp
 from deskml.runtime import gotemplate
+from deskml.runtime.gguf import read_gguf, vocabulary_mismatch
 from deskml.runtime.reaper import Reaper
 from deskml.runtime.registry import ModelEntry, Registry
 from deskml.runtime.scheduler import PRIORITY_LIVE, SlotScheduler
@@ -32,7 +35,23 @@ log = logging.getLogger("deskml.runtime")
 Kind = Literal["llm", "embed"]
 # (num_gpu, main_gpu) a load asked for; None = automatic. Part of an instance's identity, like num_ctx.
 GpuRequest = tuple[int | None, int | None]
-Key = tuple[str, Kind, int, GpuRequest]
+
+
+@dataclass(frozen=True)
+class Speculation:
+    """How a loaded copy speculates, `auto` resolved: "off", an n-gram mode, or "draft" with its GGUF.
+    Part of an instance's identity: llama.cpp fixes it per context, so another mode is another load."""
+
+    mode: str = "off"
+    draft: Path | None = None
+
+
+NO_SPECULATION = Speculation()
+# What `auto` uses without a draft model. Measured on the bundled SmolLM2 (bench/RESULTS.md):
+# ngram_map_k drafts only continuations it has seen before, so almost every draft is accepted and
+# a draft that fails costs little when other slots are busy.
+AUTO_NGRAM = "ngram_map_k"
+Key = tuple[str, Kind, int, GpuRequest, Speculation]
 
 
 @dataclass
@@ -50,6 +69,7 @@ class LoadedModel:
     pins: int = 0
     draining: bool = False
     gpu: GpuPlan = CPU_PLAN
+    speculation: Speculation = NO_SPECULATION
 
     @property
     def size_vram(self) -> int:
@@ -129,6 +149,7 @@ class ModelManager:
         self.budget = settings.memory_budget_mb * (1 << 20) or int(_physical_memory() * 0.75)
         self.on_change: list[Callable[[], None]] = []
         self._gpus_usable: bool | None = None
+        self._vocabularies: dict[tuple[Path, Path], str | None] = {}  # (model, draft) -> why not, None = fits
 
     # public ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -169,17 +190,64 @@ class ModelManager:
                 devices.select_devices(self.settings.gpu, devices.llama_devices()))
         return self.requested_gpu(entry, num_gpu, main_gpu) if self._gpus_usable else (None, None)
 
+    def speculation_for(self, entry: ModelEntry, requested: SpeculativeMode | None = None,
+                        kind: Kind = "llm") -> Speculation:
+        """The speculative decoding a load of `entry` gets: the request's mode, else the model's PARAMETER,
+        else the setting; `auto` resolved to the draft model when there is one that fits, else AUTO_NGRAM."""
+        if kind == "embed":
+            return NO_SPECULATION
+        mode = requested or entry.manifest.parameters.get("speculative") or self.settings.speculative
+        if mode == "off":
+            return NO_SPECULATION
+        if mode in {"auto", "draft"}:
+            draft, why_not = self._draft_for(entry)
+            if draft is not None:
+                return Speculation("draft", draft)
+            if mode == "draft":
+                raise BadRequest(f"speculative mode draft: {why_not}", param="speculative")
+            flash_f16 = self.settings.flash_attention and self.settings.kv_cache_type == "f16"
+            # llama.cpp's batched check with flash attention over an f16 cache measurably changed a
+            # temperature-0 reply; auto must never change what is produced, so it stays off there.
+            return NO_SPECULATION if flash_f16 else Speculation(AUTO_NGRAM)
+        return Speculation(mode)
+
+    def _draft_for(self, entry: ModelEntry) -> tuple[Path | None, str]:
+        """The model's draft GGUF (its DRAFT, else the draft_model setting when its vocabulary fits), or
+        None and why there is none."""
+        if entry.draft_name is not None:
+            if entry.draft_path is None:
+                return None, (f"the file of {entry.name}'s draft model '{entry.draft_name}' is gone; "
+                              f"recreate the model with another DRAFT")
+            return entry.draft_path, ""
+        if not self.settings.draft_model:
+            return None, (f"'{entry.name}' has no draft model: add DRAFT <model> to its Modelfile "
+                          f"or set DESKML_DRAFT_MODEL")
+        draft = self.registry.find(self.settings.draft_model)
+        if draft is None or draft.manifest.kind != "llm":
+            return None, f"the draft_model setting names '{self.settings.draft_model}', which is no local LLM"
+        if draft.path == entry.path:  # a model drafting for itself wastes its own time
+            return None, f"the draft_model setting names '{entry.name}' itself"
+        pair = (entry.path, draft.path)
+        if pair not in self._vocabularies:
+            self._vocabularies[pair] = vocabulary_mismatch(entry.path, draft.path)
+        why = self._vocabularies[pair]
+        if why is not None:
+            return None, f"the draft_model '{draft.name}' cannot draft for '{entry.name}': {why}"
+        return draft.path, ""
+
     @contextlib.asynccontextmanager
     async def lease(
         self, name: str, *, kind: Kind = "llm", num_ctx: int | None = None,
         keep_alive: float | None = None, priority: int = PRIORITY_LIVE,
-        num_gpu: int | None = None, main_gpu: int | None = None,
+        num_gpu: int | None = None, main_gpu: int | None = None, speculative: SpeculativeMode | None = None,
     ) -> AsyncIterator[Lease]:
         """Hold one decoding slot of `name` (loading it if needed) for the duration of a request."""
         entry = self.registry.get(name)
         ctx = self.context_for(entry, num_ctx)
+        speculation = self.speculation_for(entry, speculative, kind)
         started = time.perf_counter_ns()
-        model, waited = await self._get_or_load(entry, kind, ctx, self.gpu_for(entry, num_gpu, main_gpu))
+        model, waited = await self._get_or_load(entry, kind, ctx, self.gpu_for(entry, num_gpu, main_gpu),
+                                                speculation)
         load_ns = time.perf_counter_ns() - started if waited else 0
         queued_at = time.perf_counter_ns()
         try:
@@ -199,12 +267,14 @@ class ModelManager:
 
     async def ensure_loaded(self, name: str, keep_alive: float | None = None, kind: Kind = "llm",
                             num_ctx: int | None = None, num_gpu: int | None = None,
-                            main_gpu: int | None = None) -> tuple[LoadedModel, int]:
+                            main_gpu: int | None = None,
+                            speculative: SpeculativeMode | None = None) -> tuple[LoadedModel, int]:
         """Load without generating (Ollama's empty-prompt request). Returns the model and load ns."""
         entry = self.registry.get(name)
+        speculation = self.speculation_for(entry, speculative, kind)
         started = time.perf_counter_ns()
         model, _ = await self._get_or_load(entry, kind, self.context_for(entry, num_ctx),
-                                           self.gpu_for(entry, num_gpu, main_gpu))
+                                           self.gpu_for(entry, num_gpu, main_gpu), speculation)
         elapsed = time.perf_counter_ns() - started
         model.pins -= 1
         self._touch(model, keep_alive)
@@ -230,13 +300,13 @@ class ModelManager:
         self._changed.set()
         self._reaper.wake()
 
-    async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int,
-                           gpu: GpuRequest = (None, None)) -> tuple[LoadedModel, bool]:
+    async def _get_or_load(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None),
+                           speculation: Speculation = NO_SPECULATION) -> tuple[LoadedModel, bool]:
         """The loaded, pinned model, and whether this call had to wait for it to load."""
         if entry.manifest.kind != "llm":  # a pulled embedding/Whisper/voice model is no llama.cpp model
             raise BadRequest(f"'{entry.name}' is a model of kind {entry.manifest.kind}, not a language model; "
                              f"use the endpoint for that kind (see docs/models.md)", param="model")
-        key: Key = (entry.name, kind, ctx, gpu)
+        key: Key = (entry.name, kind, ctx, gpu, speculation)
         while True:
             model = self._loaded.get(key)
             if model is not None and model.entry.digest == entry.digest and not model.draining:
@@ -248,7 +318,8 @@ class ModelManager:
                 continue
             task = self._loading.get(key)
             if task is None:
-                task = asyncio.create_task(self._replace(entry, kind, ctx, gpu), name=f"load {entry.name}")
+                task = asyncio.create_task(self._replace(entry, kind, ctx, gpu, speculation),
+                                           name=f"load {entry.name}")
                 self._loading[key] = task
                 task.add_done_callback(lambda _task: self._loading.pop(key, None))
             # Counted while waiting, so that a request for another context length cannot unload the
@@ -265,7 +336,8 @@ class ModelManager:
                 model.pins += 1
                 return model, True
 
-    async def _replace(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None)) -> LoadedModel:
+    async def _replace(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None),
+                       speculation: Speculation = NO_SPECULATION) -> LoadedModel:
         """Load `entry` with context `ctx` in place of any copy of it with another context length.
 
         One copy per model and kind, as Ollama keeps: a request that needs another num_ctx waits for
@@ -273,17 +345,17 @@ class ModelManager:
         memory, and any client could ask for a third with yet another num_ctx."""
         async with self._replacing.setdefault((entry.name, kind), asyncio.Lock()):
             for other_key, other in list(self._loaded.items()):
-                if other_key[:2] != (entry.name, kind) or other_key == (entry.name, kind, ctx, gpu):
+                if other_key[:2] != (entry.name, kind) or other_key == (entry.name, kind, ctx, gpu, speculation):
                     continue
                 while self._waiting.get(other_key, 0) > 0:  # its waiters get their pin (and their reply) first
                     await asyncio.sleep(0.01)
-                log.info("reloading %s with context %d, gpu %s (was %d, %s)", entry.name, ctx, gpu,
-                         other.num_ctx, other_key[3])
+                log.info("reloading %s with context %d, gpu %s, speculative %s (was %d, %s, %s)", entry.name,
+                         ctx, gpu, speculation.mode, other.num_ctx, other_key[3], other_key[4].mode)
                 await self._unload(other)
-            current = self._loaded.get((entry.name, kind, ctx, gpu))
+            current = self._loaded.get((entry.name, kind, ctx, gpu, speculation))
             if current is not None and current.entry.digest == entry.digest and not current.draining:
                 return current
-            return await self._load(entry, kind, ctx, gpu)
+            return await self._load(entry, kind, ctx, gpu, speculation)
 
     def _gpu_plan(self, metadata: dict[str, Any], model_bytes: int, size: int, gpu: GpuRequest) -> GpuPlan:
         if self.settings.gpu == "off":
@@ -295,11 +367,15 @@ class ModelManager:
             kv_bytes=max(0, size - model_bytes), num_gpu=gpu[0], main_gpu=gpu[1],
         )
 
-    async def _load(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None)) -> LoadedModel:
+    async def _load(self, entry: ModelEntry, kind: Kind, ctx: int, gpu: GpuRequest = (None, None),
+                    speculation: Speculation = NO_SPECULATION) -> LoadedModel:
         info = self.registry.gguf_info(entry)
         parallel = max(1, self.settings.num_parallel)
         kv_type = self.settings.kv_cache_type if self.settings.flash_attention else "f16"
         size = estimate_bytes(info.metadata, entry.size, ctx * parallel, kv_type)
+        if speculation.draft is not None:  # the draft has its own weights and a cache as long as the model's
+            draft_meta = (await asyncio.to_thread(read_gguf, speculation.draft)).metadata
+            size += estimate_bytes(draft_meta, speculation.draft.stat().st_size, ctx * parallel, kv_type)
         await self._make_room(size)
         template = entry.manifest.template
         jinja = template if template and not gotemplate.is_go_template(template) else None
@@ -310,6 +386,7 @@ class ModelManager:
             # an embedding input must fit one micro-batch whole, so embedding contexts batch a full context
             batch=ctx if kind == "embed" else max(32, self.settings.num_batch),
             gpu=self._gpu_plan(info.metadata, entry.size, size, gpu),
+            speculative=speculation.mode, draft_path=speculation.draft,
         )
         started = time.perf_counter()
         try:
@@ -323,10 +400,11 @@ class ModelManager:
             entry=entry, kind=kind, num_ctx=ctx, engine=engine,
             scheduler=SlotScheduler(parallel, self.settings.max_queue),
             size_bytes=size, load_seconds=elapsed, keep_alive=self.settings.keep_alive, gpu=engine.gpu,
+            speculation=speculation,
         )
-        self._loaded[(entry.name, kind, ctx, gpu)] = model
-        log.info("loaded %s (%s, ctx %d x %d slots) in %.2fs, %s", entry.name, kind, ctx, parallel, elapsed,
-                 devices.processor(engine.gpu.fraction))
+        self._loaded[(entry.name, kind, ctx, gpu, speculation)] = model
+        log.info("loaded %s (%s, ctx %d x %d slots, speculative %s) in %.2fs, %s", entry.name, kind, ctx, parallel,
+                 speculation.mode, elapsed, devices.processor(engine.gpu.fraction))
         for callback in self.on_change:
             callback()
         return model

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from deskml.core.errors import BadRequest
 from deskml.core.options import PARAMETER_TYPES
+from deskml.core.speculation import speculative_mode
 
 
 class Modelfile(BaseModel):
@@ -29,6 +30,8 @@ def coerce_parameter(name: str, value: Any) -> Any:
     kind = PARAMETER_TYPES.get(name)
     if kind is None:
         raise BadRequest(f"unknown parameter '{name}'")
+    if kind is str:
+        return speculative_mode(value, f"PARAMETER {name}")
     try:
         if kind is list:
             return [str(v) for v in value] if isinstance(value, list) else [str(value)]

@@ -64,6 +64,14 @@ class Metrics:
             f"{PREFIX}_tokens", "Tokens processed, by model and kind (prompt or completion).",
             ["model", "kind"], registry=self.registry,
         )
+        self.drafted = Counter(
+            f"{PREFIX}_speculative_drafted_tokens", "Tokens speculative decoding proposed, by model.",
+            ["model"], registry=self.registry,
+        )
+        self.accepted = Counter(
+            f"{PREFIX}_speculative_accepted_tokens", "Proposed tokens the model accepted, by model.",
+            ["model"], registry=self.registry,
+        )
         self.cache = Counter(
             f"{PREFIX}_cache_requests", "Cacheable requests by result (hit or miss).", ["result"],
             registry=self.registry,
@@ -92,6 +100,9 @@ class Metrics:
                 self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
             if record.completion_tokens:
                 self.tokens.labels(model, "completion").inc(record.completion_tokens)
+            if record.draft_tokens:
+                self.drafted.labels(model).inc(record.draft_tokens)
+                self.accepted.labels(model).inc(record.draft_accepted_tokens)
         if record.cache in {"hit", "miss"}:
             self.cache.labels(record.cache).inc()
         limited = record.extra.get("rate_limited")

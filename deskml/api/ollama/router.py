@@ -86,7 +86,7 @@ async def chat(body: wire.ChatRequest, request: Request, service: InferenceDep, 
     if not req.messages:
         done = await (service.unload(req.model) if req.keep_alive == 0
                       else service.load(req.model, req.keep_alive, req.num_ctx,
-                                        num_gpu=req.num_gpu, main_gpu=req.main_gpu))
+                                        num_gpu=req.num_gpu, main_gpu=req.main_gpu, speculative=req.speculative))
         return _json(tr.chat_final(done.model, done))
 
     events = service.chat(req)
@@ -124,7 +124,7 @@ async def generate(body: wire.GenerateRequest, request: Request, service: Infere
     if not req.prompt and not req.images and not req.suffix:
         done = await (service.unload(req.model) if req.keep_alive == 0
                       else service.load(req.model, req.keep_alive, req.num_ctx,
-                                        num_gpu=req.num_gpu, main_gpu=req.main_gpu))
+                                        num_gpu=req.num_gpu, main_gpu=req.main_gpu, speculative=req.speculative))
         return _json(tr.generate_final(done.model, done))
 
     events = service.generate(req)

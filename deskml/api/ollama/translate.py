@@ -16,7 +16,7 @@ from deskml.core import types as core
 from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
-from deskml.core.options import gpu_options, split_options
+from deskml.core.options import gpu_options, speculative_option, split_options
 from deskml.core.validate import check_unicode
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
@@ -116,6 +116,7 @@ def chat_request(req: wire.ChatRequest) -> core.ChatRequest:
         options=sampling,
         num_ctx=num_ctx,
         **gpu_options(req.options),
+        speculative=speculative_option(req.options),
         format=response_format(req.format),
         keep_alive=keep_alive(req.keep_alive),
         truncate=bool(req.truncate),
@@ -140,6 +141,7 @@ def generate_request(req: wire.GenerateRequest) -> core.GenerateRequest:
         options=sampling,
         num_ctx=num_ctx,
         **gpu_options(req.options),
+        speculative=speculative_option(req.options),
         format=response_format(req.format),
         keep_alive=keep_alive(req.keep_alive),
         truncate=bool(req.truncate),
@@ -179,7 +181,7 @@ def embeddings_request(req: wire.EmbeddingsRequest) -> core.EmbedRequest:
 # responses -------------------------------------------------------------------------------------
 def timing_fields(done: core.Done) -> dict[str, Any]:
     t = done.timings
-    return {
+    fields: dict[str, Any] = {
         "total_duration": t.total_ns,
         "load_duration": t.load_ns,
         "prompt_eval_count": t.prompt_eval_count,
@@ -187,6 +189,14 @@ def timing_fields(done: core.Done) -> dict[str, Any]:
         "eval_count": t.eval_count,
         "eval_duration": t.eval_ns,
     }
+    return fields | draft_fields(t)
+
+
+def draft_fields(t: core.Timings) -> dict[str, int]:
+    """deskml's extension fields for speculative decoding, only when it drafted (docs/speculative.md)."""
+    if not t.draft_tokens:
+        return {}
+    return {"draft_tokens": t.draft_tokens, "draft_accepted_tokens": t.draft_accepted_tokens}
 
 
 def logprobs_wire(items: list[core.TokenLogprob], top: int) -> list[dict[str, Any]]:

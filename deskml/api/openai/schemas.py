@@ -112,6 +112,7 @@ class _Sampling(_Loose):
     top_k: int | None = None
     min_p: float | None = None
     repeat_penalty: float | None = None
+    speculative: str | bool | None = None  # deskml extension: a speculative decoding mode (docs/speculative.md)
 
 
 class ChatCompletionRequest(_Sampling):

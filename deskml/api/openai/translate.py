@@ -22,6 +22,7 @@ from deskml.api.openai import schemas as wire
 from deskml.core import types as core
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
+from deskml.core.speculation import speculative_mode
 from deskml.core.validate import INT32_MAX, check_unicode, sampling_options
 
 log = logging.getLogger("deskml.api.openai")
@@ -203,6 +204,7 @@ def chat_request(req: wire.ChatCompletionRequest) -> core.ChatRequest:
         model=req.model,
         messages=[message(m, i) for i, m in enumerate(req.messages)],
         options=sampling(req, max_tokens, max_name),
+        speculative=speculative_mode(req.speculative, "speculative"),
         format=response_format(req.response_format),
         tools=tools(req),
         tool_choice=tool_choice(req),
@@ -236,10 +238,11 @@ def completion_requests(req: wire.CompletionRequest) -> list[core.GenerateReques
         raise BadRequest(f"logprobs must be between 0 and {core.MAX_TOP_LOGPROBS}", param="logprobs")
     max_tokens = req.max_tokens if req.max_tokens is not None else COMPLETIONS_DEFAULT_MAX_TOKENS
     options = sampling(req, max_tokens)
+    speculative = speculative_mode(req.speculative, "speculative")
     return [
         core.GenerateRequest(
             model=req.model, prompt=prompt, suffix=req.suffix or None, raw=True, options=options,
-            logprobs=top is not None, top_logprobs=top or 0,
+            logprobs=top is not None, top_logprobs=top or 0, speculative=speculative,
         )
         for prompt in prompts
     ]
@@ -280,7 +283,13 @@ def usage(done: core.Done) -> dict[str, Any]:
         "completion_tokens": t.eval_count,
         "total_tokens": t.prompt_tokens + t.eval_count,
         "prompt_tokens_details": {"cached_tokens": t.cached_tokens},
+        **draft_usage(t.draft_tokens, t.draft_accepted_tokens),
     }
+
+
+def draft_usage(drafted: int, accepted: int) -> dict[str, int]:
+    """deskml's extension fields for speculative decoding, only when it drafted (docs/speculative.md)."""
+    return {"draft_tokens": drafted, "draft_accepted_tokens": accepted} if drafted else {}
 
 
 def _token_bytes(token: str) -> list[int]:
@@ -410,7 +419,9 @@ def completion(meta: ReplyMeta, choices: list[dict[str, Any]], dones: list[core.
         "system_fingerprint": meta.fingerprint,
         "choices": choices,
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt + completion_tokens},
+                  "total_tokens": prompt + completion_tokens,
+                  **draft_usage(sum(d.timings.draft_tokens for d in dones),
+                                sum(d.timings.draft_accepted_tokens for d in dones))},
     }
 
 

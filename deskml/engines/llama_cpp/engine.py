@@ -92,10 +92,12 @@ class LlamaCppModel:
         params.flash_attn_type = (
             fa.LLAMA_FLASH_ATTN_TYPE_ENABLED if cfg.flash_attention else fa.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
+        kv_type = None
         if cfg.kv_cache_type != "f16" and cfg.flash_attention:  # a quantized V cache needs flash attention
             kv_type = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{cfg.kv_cache_type.upper()}")
             params.cache_type_k = kv_type
             params.cache_type_v = kv_type
+        _speculate(xllamacpp, params, cfg, kv_type)
         if cfg.threads > 0:
             params.cpuparams.n_threads = cfg.threads
             params.cpuparams_batch.n_threads = cfg.threads
@@ -221,9 +223,35 @@ async def load_llama_cpp(config: LoadConfig) -> LlamaCppModel:
     return engine
 
 
+def _speculate(xllamacpp: Any, params: Any, cfg: LoadConfig, kv_type: Any) -> None:
+    """Set llama.cpp's speculative decoding as `cfg` says (the runtime resolved `auto` already)."""
+    if cfg.speculative == "off":
+        return
+    kinds = xllamacpp.common_speculative_type
+    spec = params.speculative
+    if cfg.speculative != "draft":
+        spec.types = [getattr(kinds, f"COMMON_SPECULATIVE_TYPE_{cfg.speculative.upper()}")]
+        return
+    if cfg.draft_path is None:
+        raise ModelLoadError("speculative mode draft needs a draft model")
+    spec.types = [kinds.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
+    draft = spec.draft
+    draft.mparams.path = str(cfg.draft_path)
+    # The draft's cache in the model's precision: measured with the bundled model drafting for itself,
+    # an f16 draft cache beside a q8_0 model cache accepted 22 of 39 drafts, the same type 18 of 21.
+    if kv_type is not None:
+        draft.cache_type_k = kv_type
+        draft.cache_type_v = kv_type
+    if cfg.threads > 0:
+        draft.cpuparams.n_threads = cfg.threads
+        draft.cpuparams_batch.n_threads = cfg.threads
+
+
 def _place(xllamacpp: Any, params: Any, plan: GpuPlan) -> Any:
     """Put `plan`'s offload on the params. No layers = the CPU, exactly as a CPU-only build runs."""
     params.n_gpu_layers = plan.n_gpu_layers
+    # a draft model follows the model: on the CPU when the model is, all its layers on the GPU otherwise
+    params.speculative.draft.n_gpu_layers = 0 if plan.n_gpu_layers == 0 else -1
     if plan.n_gpu_layers > 0 and plan.devices:
         split = xllamacpp.llama_split_mode
         params.main_gpu = plan.main_gpu
