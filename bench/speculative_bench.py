@@ -7,6 +7,8 @@ data dir and the bundled SmolLM2. Per round, each system in turn (A, B, A, B, ..
   editing     1 stream: rewrite a ~300-word text with one word changed (the reply repeats the prompt;
               SmolLM2-135M copies ~50 words verbatim, then paraphrases closely and stops by itself)
   extraction  1 stream: the names in a text as JSON, `format` = a JSON schema (grammar-constrained)
+  quoting     1 stream: repeat a ~90-word passage exactly (what SmolLM2-135M does copy whole: the
+              upper bound of what the editing task would gain with a model that edits faithfully)
   free text   1 stream: "write a long story", 160 tokens
   8 streams   the 128-token workload of deskml/bench/llm.py (8 clients, 2 requests each, end of
               sequence suppressed, temperature 0.7, seed 1): aggregate tokens/s
@@ -39,6 +41,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -93,6 +96,10 @@ EXTRACT_SCHEMA: dict[str, Any] = {
     "required": ["names"],
 }
 
+QUOTE_TEXT = ("The quick brown fox jumps over the lazy dog. " * 3 + "Sphinx of black quartz, judge my vow. "
+              "Pack my box with five dozen liquor jugs. How vexingly quick daft zebras jump! The five boxing "
+              "wizards jump quickly. Jackdaws love my big sphinx of quartz. Bright vixens jump; dozy fowl quack.")
+QUOTE_PROMPT = "Repeat this text exactly:\n\n" + QUOTE_TEXT
 STORY_PROMPT = "Write a long story about a clockmaker who builds a clock that runs backwards."
 
 
@@ -218,6 +225,7 @@ async def single_tasks(server: SpecServer, rnd: int, edit_tokens: int, story_tok
     tasks: list[tuple[str, str, dict[str, Any], dict[str, Any] | None]] = [
         ("editing", EDIT_PROMPT, {**greedy, "repeat_penalty": 1.0, "num_predict": edit_tokens}, None),
         ("extraction", EXTRACT_PROMPT, {**greedy, "repeat_penalty": 1.0, "num_predict": 200}, EXTRACT_SCHEMA),
+        ("quoting", QUOTE_PROMPT, {**greedy, "repeat_penalty": 1.0, "num_predict": 140}, None),
         ("free text", STORY_PROMPT, {**greedy, "num_predict": story_tokens}, None),
     ]
     rows = []
@@ -267,20 +275,29 @@ def tables(rows: list[Row], systems: list[SpecServer], tasks: list[str]) -> str:
     base = systems[0].name
     out = []
     for other in systems[1:]:
-        lines = [f"| task | {base} tok/s | {other.name} tok/s | ratio | drafted | accepted |",
-                 "|---|---|---|---|---|---|"]
+        lines = [f"| task | {base} tok/s | {other.name} tok/s | ratio (best) | ratio (median) | rounds won "
+                 "| drafted | accepted |", "|---|---|---|---|---|---|---|---|"]
         for task in tasks:
             a, b = top.get((base, task)), top.get((other.name, task))
             if not a or not b:
                 continue
             ratio = f"×{b.tps / a.tps:.2f}" if a.tps else "n/a"
+            mine, theirs = _round_tps(rows, other.name, task), _round_tps(rows, base, task)
+            median = f"×{statistics.median(mine) / statistics.median(theirs):.2f}" if theirs and mine else "n/a"
+            won = sum(m > t for m, t in zip(mine, theirs, strict=False))
             accepted = f"{b.accepted} ({b.accepted / b.drafted:.0%})" if b.drafted else str(b.accepted)
-            lines.append(f"| {task} | {a.tps:.1f} | {b.tps:.1f} | {ratio} | {b.drafted} | {accepted} |")
+            lines.append(f"| {task} | {a.tps:.1f} | {b.tps:.1f} | {ratio} | {median} | {won} of {len(mine)} "
+                         f"| {b.drafted} | {accepted} |")
         same = [f"{t}: {'yes' if _replies(rows, base, t) == _replies(rows, other.name, t) else 'NO'}"
                 for t in tasks if _replies(rows, base, t)]
         lines.append(f"\nSame replies as {base} at temperature 0 (every round): " + ", ".join(same))
         out.append("\n".join(lines))
     return "\n\n".join(out)
+
+
+def _round_tps(rows: list[Row], system: str, task: str) -> list[float]:
+    """The system's tokens/s on the task, round by round (rounds alternate, so round i pairs with round i)."""
+    return [r.tps for r in sorted(rows, key=lambda r: r.round) if r.system == system and r.task == task]
 
 
 def _replies(rows: list[Row], system: str, task: str) -> set[str]:
@@ -312,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     if len(modes) < 2:
         parser.error("--systems needs at least two values (the first is the baseline)")
     batch_task = f"{args.streams} streams (aggregate)"
-    tasks = ["editing", "extraction", "free text", *([batch_task] if args.streams else [])]
+    tasks = ["editing", "extraction", "quoting", "free text", *([batch_task] if args.streams else [])]
 
     began = time.perf_counter()
     rows: list[Row] = []

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
         "ngram_map_k4v, ngram_mod) or draft force one. A model's PARAMETER speculative and a request's "
         "option override it. See docs/speculative.md.",
     )
+    speculative_draft_max: int = Field(
+        8, ge=1, le=64,
+        description="Most tokens one speculative step proposes with a draft model, ngram_map_k or "
+        "ngram_map_k4v (llama.cpp's draft-max; 48 for the map modes). On the 2-core CPU, with "
+        "the bundled model, 8 beat 16 and 48 when a reply repeats its input only in part (measured 1.13x, "
+        "1.04x, 0.96x of off; see bench/RESULTS.md); a GPU, where checking a token costs less, may gain from more.",
+    )
     draft_model: str = Field(
         "", description="A small model with the same vocabulary that drafts for the models without a DRAFT of "
         "their own (used by speculative auto or draft; a model whose vocabulary differs runs without it)."

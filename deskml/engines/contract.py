@@ -51,6 +51,7 @@ class LoadConfig:
     # (a GGUF with the same vocabulary). llama.cpp fixes it for the life of the context.
     speculative: str = "off"
     draft_path: Path | None = None
+    draft_max: int = 8  # most tokens one speculative step proposes
 
 
 class LocalEngine(TextEngine[EngineRequest], Protocol):

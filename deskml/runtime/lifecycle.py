@@ -386,7 +386,7 @@ class ModelManager:
             # an embedding input must fit one micro-batch whole, so embedding contexts batch a full context
             batch=ctx if kind == "embed" else max(32, self.settings.num_batch),
             gpu=self._gpu_plan(info.metadata, entry.size, size, gpu),
-            speculative=speculation.mode, draft_path=speculation.draft,
+            speculative=speculation.mode, draft_path=speculation.draft, draft_max=self.settings.speculative_draft_max,
         )
         started = time.perf_counter()
         try:

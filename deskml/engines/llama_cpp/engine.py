@@ -231,12 +231,18 @@ def _speculate(xllamacpp: Any, params: Any, cfg: LoadConfig, kv_type: Any) -> No
     spec = params.speculative
     if cfg.speculative != "draft":
         spec.types = [getattr(kinds, f"COMMON_SPECULATIVE_TYPE_{cfg.speculative.upper()}")]
+        # llama.cpp proposes up to 48 tokens per map match; on a CPU a long proposal that fails partway
+        # costs more than it saves (measured, bench/RESULTS.md), hence draft_max. ngram_simple and
+        # ngram_mod keep llama.cpp's own lengths: ngram_simple drafted nothing at all with 8.
+        for ngram in (spec.ngram_map_k, spec.ngram_map_k4v):
+            ngram.size_m = cfg.draft_max
         return
     if cfg.draft_path is None:
         raise ModelLoadError("speculative mode draft needs a draft model")
     spec.types = [kinds.COMMON_SPECULATIVE_TYPE_DRAFT_SIMPLE]
     draft = spec.draft
     draft.mparams.path = str(cfg.draft_path)
+    draft.n_max = cfg.draft_max
     # The draft's cache in the model's precision: measured with the bundled model drafting for itself,
     # an f16 draft cache beside a q8_0 model cache accepted 22 of 39 drafts, the same type 18 of 21.
     if kv_type is not None:
