@@ -127,5 +127,6 @@ def test_the_metrics_count_drafted_and_accepted_tokens_per_model(client: TestCli
 def test_another_mode_replaces_the_loaded_copy(client: TestClient) -> None:
     """`/api/ps` lists one copy per model; a request with another mode replaced it, so the list stays one long."""
     _chat(client, STORY, "ngram_map_k", options={"num_predict": 4})
-    running = [m["name"] for m in client.get("/api/ps").json()["models"] if m["name"].startswith("smollm2")]
-    assert running == [MODEL]
+    running = [(m["name"], m["speculative"]) for m in client.get("/api/ps").json()["models"]
+               if m["name"].startswith("smollm2")]
+    assert running == [(MODEL, "ngram_map_k")]

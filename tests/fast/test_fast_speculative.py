@@ -60,6 +60,7 @@ def test_a_request_option_reloads_with_that_mode_and_a_parameter_sets_the_models
     assert text_engine(loader).config.speculative == "ngram_simple" and first.closed  # one copy per model
     _chat(client, options={"speculative": "ngram_simple"})
     assert len([e for e in loader.engines if not e.config.embedding]) == 2  # the same mode: no reload
+    assert [m["speculative"] for m in client.get("/api/ps").json()["models"]] == ["ngram_simple"]
     # OpenAI: an extra body field, in chat and completions; true/false read as auto/off
     for path, body in (("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
                        ("/v1/completions", {"prompt": "hi"})):

@@ -217,6 +217,7 @@ async def ps(registry: RegistryDep, manager: ManagerDep, services: ServiceManage
             expires_at=tr.timestamp(loaded.expires_datetime()), size_vram=loaded.size_vram,
             context_length=loaded.num_ctx, processor=loaded.processor, device=loaded.device,
             slots=loaded.scheduler.slots, running=loaded.scheduler.running, queued=loaded.scheduler.queued,
+            speculative=loaded.speculation.mode,
             # a chat model's second instance, loaded for /api/embed: its own memory and keep_alive
             kind="embedding" if loaded.kind == "embed" else "llm",
         ))

@@ -184,6 +184,7 @@ class ProcessModel(BaseModel):
     # where it runs, in Ollama's `ollama ps` words: "100% CPU", "100% GPU", "48%/52% CPU/GPU"
     processor: str = "100% CPU"
     device: str = "cpu"  # service models: the torch/onnxruntime/CTranslate2 device ("cuda", "mps", "cpu")
+    speculative: str = "off"  # deskml: the copy's speculative decoding mode, `auto` resolved (docs/speculative.md)
 
 
 class ProcessResponse(BaseModel):
