@@ -51,7 +51,7 @@ from typing import Any
 
 import httpx
 
-from deskml.bench.llm import EOS_IDS, Deskml, Sample, _children, machine, run_level
+from deskml.bench.llm import EOS_IDS, Deskml, Sample, _children, chat_lines, machine, run_level
 
 MODEL = "smollm2"
 SEED = 42
@@ -129,19 +129,12 @@ async def chat(client: httpx.AsyncClient, url: str, prompt: str, options: dict[s
     started = time.perf_counter()
     ttft, parts, final = 0.0, [], {}
     # the header is belt and braces beside DESKML_CACHE=false: a replayed reply would time nothing
-    async with client.stream("POST", url + "/api/chat", json=body, headers={"X-Deskml-Cache": "off"}) as r:
-        r.raise_for_status()
-        async for line in r.aiter_lines():
-            if not line:
-                continue
-            data = json.loads(line)
-            if "error" in data:
-                raise RuntimeError(data["error"])
-            if data.get("done"):
-                final = data
-            elif data["message"].get("content"):
-                parts.append(data["message"]["content"])
-                ttft = ttft or time.perf_counter() - started
+    async for data in chat_lines(client, url, body, headers={"X-Deskml-Cache": "off"}):
+        if data.get("done"):
+            final = data
+        elif data["message"].get("content"):
+            parts.append(data["message"]["content"])
+            ttft = ttft or time.perf_counter() - started
     return Reply(time.perf_counter() - started, ttft, int(final.get("eval_count") or 0),
                  int(final.get("eval_duration") or 0), int(final.get("draft_tokens") or 0),
                  int(final.get("draft_accepted_tokens") or 0), "".join(parts))

@@ -25,8 +25,10 @@ import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -181,20 +183,27 @@ class Deskml(System):
                             "logit_bias": {str(i): -100 for i in EOS_IDS}}}
         started = time.perf_counter()
         ttft, tokens = 0.0, 0
-        async with client.stream("POST", self.url + "/api/chat", json=body) as r:
-            r.raise_for_status()
-            async for line in r.aiter_lines():
-                if not line:
-                    continue
-                data = json.loads(line)
-                if "error" in data:
-                    raise RuntimeError(data["error"])
-                if data.get("done"):
-                    tokens = data.get("eval_count", tokens)
-                elif data["message"].get("content"):
-                    tokens += 1
-                    ttft = ttft or time.perf_counter() - started
+        async for data in chat_lines(client, self.url, body):
+            if data.get("done"):
+                tokens = data.get("eval_count", tokens)
+            elif data["message"].get("content"):
+                tokens += 1
+                ttft = ttft or time.perf_counter() - started
         return Sample(ttft, time.perf_counter() - started, tokens)
+
+
+async def chat_lines(client: httpx.AsyncClient, url: str, body: dict[str, Any],
+                     headers: dict[str, str] | None = None) -> AsyncIterator[dict[str, Any]]:
+    """The NDJSON lines of a streamed Ollama /api/chat reply from `url`; an error line raises."""
+    async with client.stream("POST", url + "/api/chat", json=body, headers=headers) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line:
+                continue
+            data = json.loads(line)
+            if "error" in data:
+                raise RuntimeError(data["error"])
+            yield data
 
 
 class LlamaCppPython(System):

@@ -24,7 +24,7 @@ PARAMETER_TYPES: dict[str, type] = {
     "use_mmap": bool, "num_thread": int, "mirostat": int, "mirostat_tau": float,
     "mirostat_eta": float, "tfs_z": float, "low_vram": bool, "f16_kv": bool, "vocab_only": bool,
     "use_mlock": bool, "numa": bool,
-    "speculative": str,  # deskml extension: a SPECULATIVE_MODES name
+    "speculative": str,  # deskml extension: a SPECULATIVE_MODES name (modelfile.coerce_parameter checks it)
 }
 
 # Ollama's defaults (api/types.go DefaultOptions), so Ollama clients see familiar sampling.

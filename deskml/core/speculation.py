@@ -14,7 +14,6 @@ from deskml.core.errors import BadRequest
 
 SpeculativeMode = Literal["auto", "off", "ngram_simple", "ngram_map_k", "ngram_map_k4v", "ngram_mod", "draft"]
 SPECULATIVE_MODES: tuple[str, ...] = get_args(SpeculativeMode)
-NGRAM_MODES = frozenset(m for m in SPECULATIVE_MODES if m.startswith("ngram_"))
 _BY_NAME: dict[str, SpeculativeMode] = {mode: mode for mode in get_args(SpeculativeMode)}
 
 
@@ -28,3 +27,9 @@ def speculative_mode(value: Any, param: str) -> SpeculativeMode | None:
     if mode is None:
         raise BadRequest(f"{param} must be one of {', '.join(SPECULATIVE_MODES)}, not {value!r}", param=param)
     return mode
+
+
+def draft_fields(drafted: int, accepted: int) -> dict[str, int]:
+    """The extension fields both dialects add to a reply's counts (Ollama's final line, OpenAI's usage):
+    `draft_tokens` and `draft_accepted_tokens`, only when speculative decoding proposed something."""
+    return {"draft_tokens": drafted, "draft_accepted_tokens": accepted} if drafted else {}

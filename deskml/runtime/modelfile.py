@@ -30,7 +30,7 @@ def coerce_parameter(name: str, value: Any) -> Any:
     kind = PARAMETER_TYPES.get(name)
     if kind is None:
         raise BadRequest(f"unknown parameter '{name}'")
-    if kind is str:
+    if name == "speculative":  # deskml's one PARAMETER with a set of names for values
         return speculative_mode(value, f"PARAMETER {name}")
     try:
         if kind is list:

@@ -17,6 +17,7 @@ from deskml.core.durations import parse_keep_alive
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
 from deskml.core.options import gpu_options, speculative_option, split_options
+from deskml.core.speculation import draft_fields
 from deskml.core.validate import check_unicode
 from deskml.runtime import names
 from deskml.runtime.gguf import GGUFInfo
@@ -189,14 +190,7 @@ def timing_fields(done: core.Done) -> dict[str, Any]:
         "eval_count": t.eval_count,
         "eval_duration": t.eval_ns,
     }
-    return fields | draft_fields(t)
-
-
-def draft_fields(t: core.Timings) -> dict[str, int]:
-    """deskml's extension fields for speculative decoding, only when it drafted (docs/speculative.md)."""
-    if not t.draft_tokens:
-        return {}
-    return {"draft_tokens": t.draft_tokens, "draft_accepted_tokens": t.draft_accepted_tokens}
+    return fields | draft_fields(t.draft_tokens, t.draft_accepted_tokens)
 
 
 def logprobs_wire(items: list[core.TokenLogprob], top: int) -> list[dict[str, Any]]:

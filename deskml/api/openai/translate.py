@@ -22,7 +22,7 @@ from deskml.api.openai import schemas as wire
 from deskml.core import types as core
 from deskml.core.errors import BadRequest
 from deskml.core.json_schema import check_json_schema
-from deskml.core.speculation import speculative_mode
+from deskml.core.speculation import draft_fields, speculative_mode
 from deskml.core.validate import INT32_MAX, check_unicode, sampling_options
 
 log = logging.getLogger("deskml.api.openai")
@@ -283,13 +283,8 @@ def usage(done: core.Done) -> dict[str, Any]:
         "completion_tokens": t.eval_count,
         "total_tokens": t.prompt_tokens + t.eval_count,
         "prompt_tokens_details": {"cached_tokens": t.cached_tokens},
-        **draft_usage(t.draft_tokens, t.draft_accepted_tokens),
+        **draft_fields(t.draft_tokens, t.draft_accepted_tokens),
     }
-
-
-def draft_usage(drafted: int, accepted: int) -> dict[str, int]:
-    """deskml's extension fields for speculative decoding, only when it drafted (docs/speculative.md)."""
-    return {"draft_tokens": drafted, "draft_accepted_tokens": accepted} if drafted else {}
 
 
 def _token_bytes(token: str) -> list[int]:
@@ -420,8 +415,8 @@ def completion(meta: ReplyMeta, choices: list[dict[str, Any]], dones: list[core.
         "choices": choices,
         "usage": {"prompt_tokens": prompt, "completion_tokens": completion_tokens,
                   "total_tokens": prompt + completion_tokens,
-                  **draft_usage(sum(d.timings.draft_tokens for d in dones),
-                                sum(d.timings.draft_accepted_tokens for d in dones))},
+                  **draft_fields(sum(d.timings.draft_tokens for d in dones),
+                                 sum(d.timings.draft_accepted_tokens for d in dones))},
     }
 
 
