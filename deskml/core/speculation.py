@@ -25,7 +25,8 @@ def speculative_mode(value: Any, param: str) -> SpeculativeMode | None:
         value = "auto" if value else "off"
     mode = _BY_NAME.get(value.strip().lower()) if isinstance(value, str) else None
     if mode is None:
-        raise BadRequest(f"{param} must be one of {', '.join(SPECULATIVE_MODES)}, not {value!r}", param=param)
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."  # never echo a huge value back
+        raise BadRequest(f"{param} must be one of {', '.join(SPECULATIVE_MODES)}, not {shown}", param=param)
     return mode
 
 

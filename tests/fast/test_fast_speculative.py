@@ -88,7 +88,7 @@ def test_embedding_loads_never_speculate(fake_app: AppFactory) -> None:
     assert [e.config.speculative for e in loader.engines if e.config.embedding] == ["off"]
 
 
-@pytest.mark.parametrize("value", ["fast", "NGRAM", 3, ["off"], {"mode": "draft"}])
+@pytest.mark.parametrize("value", ["fast", "NGRAM", 3, ["off"], {"mode": "draft"}, "x" * 100_000])
 def test_a_bad_mode_is_a_400_naming_the_choices_in_every_dialect(fake_app: AppFactory, value: Any) -> None:
     loader = FakeLoader()
     client = fake_app(loader=loader)
@@ -102,6 +102,7 @@ def test_a_bad_mode_is_a_400_naming_the_choices_in_every_dialect(fake_app: AppFa
                                                         "messages": [{"role": "user", "content": "hi"}]})
     assert openai.status_code == 400, openai.text
     assert openai.json()["error"]["type"] == "invalid_request_error"
+    assert len(ollama.text) < 400 and len(openai.text) < 600  # a huge value is not echoed back
     assert not loader.engines  # refused before anything loaded
 
 
